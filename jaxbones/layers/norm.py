@@ -1,0 +1,133 @@
+"""Normalisation layers with PyTorch conventions.
+
+Statistics are computed in float32 with the two-pass variance (``E[(x - mean)^2]``), whatever
+the compute dtype: Flax's ``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300
+(see PARITY.md). Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+
+
+def _normalize(x, mean, var, eps):
+    return (x - mean) * lax.rsqrt(var + eps)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over the last (channel) axis, matching ``torch.nn.BatchNorm2d``.
+
+    Attributes:
+      momentum: weight of the old running statistics (Flax convention); PyTorch's default
+        ``momentum=0.1`` is 0.9 here.
+      epsilon: added to the variance (PyTorch default 1e-5).
+      use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
+      scale_init: initialiser of ``scale`` (zeros for zero-init-last-BN residual blocks).
+      dtype: output dtype (statistics and normalisation are always float32).
+      param_dtype: dtype of ``scale``/``bias``.
+
+    In training the running variance is updated with the unbiased batch variance
+    (N / (N - 1)), as PyTorch does, while the batch itself is normalised with the biased one.
+    Under a global-array ``jit`` the reductions cover the global batch.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    scale_init: Any = nn.initializers.ones
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        xf = x.astype(jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = xf.mean(axes)
+            var = jnp.square(xf - mean).mean(axes)
+            if not self.is_initializing():
+                n = xf.size // c
+                unbiased = var * (n / max(n - 1, 1))
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
+                ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(unbiased)
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        y = _normalize(xf, mean, var, self.epsilon)
+        y = _affine(self, y, c)
+        return y.astype(self.dtype or x.dtype)
+
+
+def _affine(mod: nn.Module, y, c):
+    if mod.use_scale:
+        init = getattr(mod, "scale_init", nn.initializers.ones)
+        y = y * mod.param("scale", init, (c,), mod.param_dtype).astype(jnp.float32)
+    if mod.use_bias:
+        y = y + mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype).astype(jnp.float32)
+    return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with an explicit ``epsilon`` (no default on purpose).
+
+    timm's ViT/MAE use 1e-6, PyTorch's default and Swin use 1e-5. On NHWC maps this is also
+    PyTorch's channels-first ``LayerNorm2d``.
+
+    Attributes:
+      epsilon: added to the variance.
+      use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
+      dtype: output dtype (statistics are float32); param_dtype: parameter dtype.
+    """
+
+    epsilon: float
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.square(xf - mean).mean(-1, keepdims=True)
+        y = _affine(self, _normalize(xf, mean, var, self.epsilon), x.shape[-1])
+        return y.astype(self.dtype or x.dtype)
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm over NHWC (or [..., C]) inputs, matching ``torch.nn.GroupNorm``.
+
+    Attributes:
+      num_groups: channel groups; channels must divide evenly.
+      epsilon: explicit (PyTorch default 1e-5; Flax's 1e-6 differs).
+      use_scale, use_bias, dtype, param_dtype: as in ``LayerNorm``.
+    """
+
+    num_groups: int
+    epsilon: float
+    use_scale: bool = True
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        if c % self.num_groups:
+            raise ValueError(f"GroupNorm: {c} channels do not split into {self.num_groups} groups")
+        xf = x.astype(jnp.float32)
+        g = xf.reshape(x.shape[0], -1, self.num_groups, c // self.num_groups)  # [B, HW, G, C/G]
+        mean = g.mean((1, 3), keepdims=True)
+        var = jnp.square(g - mean).mean((1, 3), keepdims=True)
+        y = _normalize(g, mean, var, self.epsilon).reshape(x.shape)
+        return _affine(self, y, c).astype(self.dtype or x.dtype)

@@ -1,0 +1,79 @@
+"""Pooling with PyTorch semantics: explicit symmetric padding, ``ceil_mode`` and
+``count_include_pad`` (PyTorch's default True; timm often uses False; Flax's avg_pool
+always counts the padding)."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def _out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    # torch.nn.functional.max_pool2d / avg_pool2d output size, including the rule that the
+    # last window must start inside the input or the left padding when ceil_mode=True.
+    num = n + 2 * p - k
+    out = (math.ceil(num / s) if ceil_mode else num // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _pads(x, k, s, p, ceil_mode):
+    pads = []
+    for n, kk, ss, pp in zip(x.shape[1:3], k, s, p):
+        out = _out_size(n, kk, ss, pp, ceil_mode)
+        extra = max((out - 1) * ss + kk - (n + 2 * pp), 0)  # ceil_mode's high-side overhang
+        pads.append((pp, pp + extra))
+    return pads
+
+
+def _norm_args(kernel_size, stride, padding):
+    k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    s = k if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    return k, s, p
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False):
+    """``torch.nn.functional.max_pool2d`` on NHWC input (padding is -inf)."""
+    k, s, p = _norm_args(kernel_size, stride, padding)
+    pads = _pads(x, k, s, p, ceil_mode)
+    # A Python-scalar identity lets JAX pick the differentiable reduce_window_max primitive.
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *k, 1), (1, *s, 1), [(0, 0), *pads, (0, 0)])
+
+
+def avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True
+):
+    """``torch.nn.functional.avg_pool2d`` on NHWC input.
+
+    The divisor counts the symmetric padding when ``count_include_pad`` (never the
+    ``ceil_mode`` overhang), exactly as PyTorch does.
+    """
+    k, s, p = _norm_args(kernel_size, stride, padding)
+    pads = _pads(x, k, s, p, ceil_mode)
+    window, strides = (1, *k, 1), (1, *s, 1)
+    summed = lax.reduce_window(x, 0.0, lax.add, window, strides, [(0, 0), *pads, (0, 0)])
+    h, w = x.shape[1:3]
+    if count_include_pad:
+        ones = jnp.ones((1, h + 2 * p[0], w + 2 * p[1], 1), x.dtype)
+        cpads = [(0, 0)] + [(0, hi - lo) for lo, hi in pads] + [(0, 0)]
+    else:
+        ones = jnp.ones((1, h, w, 1), x.dtype)
+        cpads = [(0, 0), *pads, (0, 0)]
+    count = lax.reduce_window(ones, 0.0, lax.add, window, strides, cpads)
+    return summed / count
+
+
+def global_pool(x, pool_type: str = "avg"):
+    """Global pooling over the spatial axes of NHWC (or token axis of [B, L, C]) input."""
+    axes = tuple(range(1, x.ndim - 1))
+    if pool_type == "avg":
+        return x.mean(axes)
+    if pool_type == "max":
+        return x.max(axes)
+    if pool_type == "avgmax":
+        return 0.5 * (x.mean(axes) + x.max(axes))
+    raise ValueError(f"unknown pool_type {pool_type!r}; valid: avg, max, avgmax")

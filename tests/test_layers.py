@@ -1,0 +1,181 @@
+"""Layers against their torch counterparts, and the negative tests PARITY.md asks for:
+'SAME' padding, tanh GELU and the wrong epsilon must each fail the parity check."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TOL, assert_close, convert, images, randomize_, rel_err, to_nchw
+
+import jaxbones
+from jaxbones.layers import (
+    BatchNorm,
+    DropPath,
+    GroupNorm,
+    LayerNorm,
+    Mlp,
+    avg_pool2d,
+    get_act,
+    max_pool2d,
+)
+from jaxbones.models import resnet as resnet_mod
+
+
+def nhwc(t):
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize(
+    "k,s,p,ceil",
+    [(3, 2, 1, False), (3, 2, 0, True), (2, 2, 0, True), (3, 1, 1, False), (5, 3, 2, True)],
+)
+@pytest.mark.parametrize("size", [(13, 14), (8, 8)])
+def test_pooling_matches_torch(k, s, p, ceil, size):
+    x = images((2, *size, 3))
+    t = to_nchw(x)
+    np.testing.assert_allclose(
+        max_pool2d(jnp.asarray(x), k, s, p, ceil),
+        nhwc(F.max_pool2d(t, k, s, p, ceil_mode=ceil)),
+        rtol=0,
+        atol=0,
+    )
+    for inc in (True, False):
+        ref = nhwc(F.avg_pool2d(t, k, s, p, ceil_mode=ceil, count_include_pad=inc))
+        out = avg_pool2d(jnp.asarray(x), k, s, p, ceil, count_include_pad=inc)
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorm_train_eval_and_running_stats():
+    x = images((6, 5, 5, 4)) * 3 + 2
+    tb = torch.nn.BatchNorm2d(4)
+    randomize_(tb)
+    v = {
+        "params": {"scale": tb.weight.detach().numpy(), "bias": tb.bias.detach().numpy()},
+        "batch_stats": {
+            "mean": tb.running_mean.numpy().copy(),
+            "var": tb.running_var.numpy().copy(),
+        },
+    }
+    bn = BatchNorm()
+    np.testing.assert_allclose(bn.apply(v, x), nhwc(tb.eval()(to_nchw(x))), atol=1e-5)
+    y, upd = bn.apply(v, x, train=True, mutable=["batch_stats"])
+    ref = nhwc(tb.train()(to_nchw(x)).detach())
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], tb.running_mean.numpy(), atol=1e-6)
+    # unbiased running variance, as PyTorch
+    np.testing.assert_allclose(upd["batch_stats"]["var"], tb.running_var.numpy(), rtol=1e-5)
+
+
+def test_layernorm_groupnorm_two_pass_at_large_mean():
+    x = images((2, 4, 4, 8)) + 300.0  # the fast variance loses ~5.7e-2 here
+    ln = torch.nn.LayerNorm(8, eps=1e-6)
+    out = LayerNorm(epsilon=1e-6).apply({"params": {"scale": np.ones(8), "bias": np.zeros(8)}}, x)
+    np.testing.assert_allclose(out, ln(torch.from_numpy(x)).detach().numpy(), atol=2e-4)
+    gn = torch.nn.GroupNorm(2, 8, eps=1e-5)
+    out = GroupNorm(2, epsilon=1e-5).apply(
+        {"params": {"scale": np.ones(8), "bias": np.zeros(8)}}, x
+    )
+    np.testing.assert_allclose(out, nhwc(gn(to_nchw(x)).detach()), atol=2e-4)
+    fast = nn.LayerNorm(epsilon=1e-6, use_fast_variance=True).apply(
+        {"params": {"scale": np.ones(8), "bias": np.zeros(8)}}, x
+    )
+    assert rel_err(fast, ln(torch.from_numpy(x)).detach().numpy()) > rel_err(out, out) + 1e-3
+
+
+def torch_mlp():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 16))
+    return randomize_(m)
+
+
+def mlp_vars(m):
+    return {
+        "params": {
+            "fc1": {"kernel": m[0].weight.detach().numpy().T, "bias": m[0].bias.detach().numpy()},
+            "fc2": {"kernel": m[2].weight.detach().numpy().T, "bias": m[2].bias.detach().numpy()},
+        }
+    }
+
+
+def test_mlp_exact_gelu_and_negative_tanh():
+    m = torch_mlp()
+    x = images((4, 16)) * 3
+    ref = m(torch.from_numpy(x)).detach().numpy()
+    assert_close(Mlp(64).apply(mlp_vars(m), x), ref)
+    assert rel_err(Mlp(64, act="gelu_tanh").apply(mlp_vars(m), x), ref) > TOL
+
+
+def test_negative_wrong_eps_fails(monkeypatch):
+    # a BatchNorm eps of 1e-3 instead of PyTorch's 1e-5 must break ResNet parity
+    torch.manual_seed(0)
+    import torchvision
+
+    tm = randomize_(torchvision.models.resnet18(weights=None)).eval()
+    with torch.no_grad():
+        tm.bn1.running_var.uniform_(0.001, 0.005)  # small variances, where eps matters
+    variables = convert("resnet18", tm)
+    x = images((1, 64, 64, 3))
+    with torch.no_grad():
+        ref = tm(to_nchw(x)).numpy()
+    model = jaxbones.create_model("resnet18")
+    assert_close(model.apply(variables, x), ref)
+    monkeypatch.setattr(resnet_mod, "BatchNorm", functools.partial(BatchNorm, epsilon=1e-3))
+    assert rel_err(jaxbones.create_model("resnet18").apply(variables, x), ref) > TOL
+
+
+def test_negative_same_padding_fails(monkeypatch):
+    torch.manual_seed(0)
+    import torchvision
+
+    tm = randomize_(torchvision.models.resnet18(weights=None)).eval()
+    variables = convert("resnet18", tm)
+    x = images((1, 64, 64, 3))
+    with torch.no_grad():
+        ref = tm(to_nchw(x)).numpy()
+
+    def same_conv(features, k, stride=1, padding=None, groups=1, name=None, **kw):
+        return nn.Conv(
+            features,
+            (k, k),
+            stride,
+            padding="SAME",
+            feature_group_count=groups,
+            use_bias=False,
+            name=name,
+        )
+
+    monkeypatch.setattr(resnet_mod, "conv2d", same_conv)
+    assert rel_err(jaxbones.create_model("resnet18").apply(variables, x), ref) > TOL
+
+
+def test_drop_path_rng_stream_and_scaling():
+    x = jnp.ones((1000, 4))
+    dp = DropPath(0.25)
+    assert dp.apply({}, x) is x
+    y = dp.apply({}, x, deterministic=False, rngs={"drop_path": jax.random.PRNGKey(0)})
+    kept = np.asarray(y[:, 0] > 0)
+    assert 0.65 < kept.mean() < 0.85
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75)
+    with pytest.raises(Exception, match="drop_path"):
+        dp.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+
+
+def test_activations():
+    x = jnp.linspace(-4, 4, 101)
+    np.testing.assert_allclose(
+        get_act("gelu")(x), F.gelu(torch.from_numpy(np.asarray(x))), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="valid"):
+        get_act("gelu2")
+
+
+def test_bf16_compute_keeps_f32_params():
+    m = jaxbones.create_model("resnet18", dtype=jnp.bfloat16)
+    v = m.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v))
+    assert m.apply(v, jnp.ones((1, 32, 32, 3))).dtype == jnp.bfloat16

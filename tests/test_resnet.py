@@ -1,0 +1,213 @@
+"""ResNet family: exact parameter counts, eval/train parity with torchvision and timm,
+running statistics, one SGD step, multi-scale features, conversion round trips."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import timm
+import torch
+import torchvision
+from helpers import (
+    assert_close,
+    convert,
+    images,
+    jax_forward,
+    randomize_,
+    to_nchw,
+    torch_count,
+)
+
+import jaxbones
+
+# torchvision's own counts (1000 classes); resnetv2 from timm.
+PARAM_COUNTS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "wide_resnet50_2": 68_883_240,
+    "resnetv2_50": 25_549_352,
+    "resnetv2_101": 44_541_480,
+}
+PARITY_MODELS = list(PARAM_COUNTS)
+# forward/backward smoke test at reduced depth (full depth is parity-tested above)
+SMOKE_OVERRIDES = {
+    n: {"layers": (1, 1, 1, 1)} for n in PARAM_COUNTS if n not in ("resnet18", "resnet50")
+}
+
+
+def torch_model(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if name.startswith("resnetv2"):
+        m = timm.create_model(name, pretrained=False)
+    else:
+        m = getattr(torchvision.models, name)(weights=None)
+    return randomize_(m, seed).eval()
+
+
+@pytest.mark.parametrize("name", PARITY_MODELS)
+def test_param_count(name):
+    assert jaxbones.model_info(name)["num_params"] == PARAM_COUNTS[name]
+    assert torch_count(torch_model(name)) == PARAM_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", PARITY_MODELS)
+def test_eval_parity_224(name):
+    tm = torch_model(name)
+    variables = convert(name, tm)
+    x = images((1, 224, 224, 3))
+    with torch.no_grad():
+        ref = tm(to_nchw(x)).numpy()
+    out = jax.jit(lambda v, x: jax_forward(name, v, x))(variables, x)
+    assert out.shape == (1, 1000)
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d", "resnetv2_50"])
+def test_train_mode_and_running_stats(name):
+    tm = torch_model(name).train()
+    variables = convert(name, tm)
+    x = images((4, 96, 96, 3), seed=1)
+    ref = tm(to_nchw(x)).detach().numpy()  # updates torch's running stats
+    out, updates = jax_forward(name, variables, x, train=True)
+    assert_close(out, ref)
+    new_torch = jaxbones.convert.to_torch(name, {**variables, **updates})
+    sd = tm.state_dict()
+    for k, v in new_torch.items():
+        if k.endswith(("running_mean", "running_var")):
+            assert_close(v, sd[k].numpy())
+
+
+def test_sgd_step_resnet18():
+    name = "resnet18"
+    tm = torch_model(name).train()
+    variables = convert(name, tm)
+    x = images((4, 64, 64, 3), seed=2)
+    labels = np.array([1, 5, 7, 999])
+
+    loss_t = torch.nn.functional.cross_entropy(tm(to_nchw(x)), torch.from_numpy(labels))
+    loss_t.backward()
+    loss_t = loss_t.item()
+    model = jaxbones.create_model(name)
+
+    def loss_fn(params):
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    loss_j, grads = jax.value_and_grad(loss_fn)(variables["params"])
+    np.testing.assert_allclose(float(loss_j), loss_t, rtol=1e-5)
+
+    tgrads = jaxbones.convert.to_torch(name, {"params": grads})
+    tparams = dict(tm.named_parameters())
+    assert set(tgrads) == set(tparams)
+    for k, g in tgrads.items():
+        ref = tparams[k].grad.numpy()
+        # gradients are small: compare relative to each tensor's own scale
+        assert np.max(np.abs(g - ref)) <= 1e-4 * np.max(np.abs(ref)), k
+
+    # one SGD step on both sides gives the same parameters
+    lr = 0.1
+    with torch.no_grad():
+        for p in tm.parameters():
+            p -= lr * p.grad
+    new = jax.tree_util.tree_map(lambda p, g: p - lr * g, variables["params"], grads)
+    for k, v in jaxbones.convert.to_torch(name, {"params": new}).items():
+        assert_close(v, tm.state_dict()[k].numpy(), 1e-5)
+
+
+@pytest.mark.parametrize("name", PARITY_MODELS)
+def test_features_match_timm(name):
+    fm = jaxbones.create_model(name, features_only=True)
+    tf = timm.create_model(name, pretrained=False, features_only=True)
+    info = [(d["num_chs"], d["reduction"]) for d in fm.feature_info]
+    assert info == [(c, r) for c, r in zip(tf.feature_info.channels(), tf.feature_info.reduction())]
+    shapes = jax.eval_shape(
+        lambda: fm.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, 128, 160, 3)))[0]
+    )
+    with torch.no_grad():
+        ref = tf(torch.zeros(1, 3, 128, 160))
+    assert [s.shape for s in shapes] == [tuple(r.permute(0, 2, 3, 1).shape) for r in ref]
+
+
+def test_feature_values_resnet50():
+    name = "resnet50"
+    tm = torch_model(name)
+    variables = convert(name, tm)
+    tf = timm.create_model(name, pretrained=False, features_only=True).eval()
+    missing = tf.load_state_dict({k: v for k, v in tm.state_dict().items()}, strict=False)
+    assert set(missing.unexpected_keys) == {"fc.weight", "fc.bias"}
+    x = images((1, 64, 64, 3), seed=3)
+    with torch.no_grad():
+        ref = [r.permute(0, 2, 3, 1).numpy() for r in tf(to_nchw(x))]
+    fm = jaxbones.create_model(name, features_only=True, out_indices=(1, 4))
+    out = fm.apply({"params": variables["params"], "batch_stats": variables["batch_stats"]}, x)
+    assert len(out) == 2
+    assert_close(out[0], ref[1])
+    assert_close(out[1], ref[4])
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnetv2_50"])
+def test_round_trip_bit_exact(name, tmp_path):
+    tm = torch_model(name)
+    sd = tm.state_dict()
+    back = jaxbones.convert.to_torch(name, convert(name, tm), tensors=True)
+    assert set(back) == set(sd)
+    for k in sd:
+        assert torch.equal(back[k], sd[k]), k
+    tm.load_state_dict(back, strict=True)
+    # and from files: .pth and .safetensors, wrapped like real checkpoints
+    from safetensors.torch import save_file
+
+    torch.save({"model": sd, "epoch": 3}, tmp_path / "ckpt.pth")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "w.safetensors"))
+    for path in (tmp_path / "ckpt.pth", tmp_path / "w.safetensors"):
+        v = jaxbones.convert.from_torch(name, str(path), strict=True)
+        chex_equal = jax.tree_util.tree_map(np.array_equal, v, convert(name, tm))
+        assert all(jax.tree_util.tree_leaves(chex_equal))
+
+
+def test_conversion_reports_keys_by_name():
+    tm = torch_model("resnet18")
+    sd = dict(tm.state_dict())
+    sd.pop("layer1.0.conv1.weight")
+    sd["extra.weight"] = torch.zeros(3)
+    v, report = jaxbones.convert.from_torch("resnet18", sd, return_report=True)
+    assert report.missing == ["layer1.0.conv1.weight"]
+    assert report.unexpected == ["extra.weight"]
+    assert v["params"]["layer1_0"]["conv1"]["kernel"].shape == (3, 3, 64, 64)
+    with pytest.raises(ValueError, match="layer1.0.conv1.weight"):
+        jaxbones.convert.from_torch("resnet18", sd, strict=True)
+
+
+def test_new_head_for_transfer_learning():
+    sd = torch_model("resnet18").state_dict()
+    with pytest.raises(ValueError, match="skip_mismatched=True"):
+        jaxbones.convert.from_torch("resnet18", sd, num_classes=10)
+    v, report = jaxbones.convert.from_torch(
+        "resnet18", sd, num_classes=10, skip_mismatched=True, return_report=True
+    )
+    assert v["params"]["fc"]["kernel"].shape == (512, 10)
+    assert sorted(k for k, _, _ in report.mismatched) == ["fc.bias", "fc.weight"]
+
+
+def test_zero_init_last_and_drop_path():
+    m = jaxbones.create_model("resnet50", drop_path_rate=0.2)
+    x = jnp.ones((2, 32, 32, 3))
+    v = m.init(jax.random.PRNGKey(0), x)
+    assert not np.any(v["params"]["layer1_0"]["bn3"]["scale"])
+    rngs = {"drop_path": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}
+    a, _ = m.apply(v, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    assert np.isfinite(a).all()
+    m2 = jaxbones.create_model("resnet50", zero_init_last=False)
+    v2 = m2.init(jax.random.PRNGKey(0), x)
+    assert np.all(v2["params"]["layer1_0"]["bn3"]["scale"] == 1)
