@@ -8,8 +8,10 @@ from jaxbones.layers.drop import DropPath, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.pool import avg_pool2d, global_pool, max_pool2d
+from jaxbones.layers.stack import REMAT_POLICIES, remat, stack_blocks, unstack_blocks
 
 __all__ = [
+    "REMAT_POLICIES",
     "BatchNorm",
     "ConvNormAct",
     "DropPath",
@@ -30,5 +32,8 @@ __all__ = [
     "hard_sigmoid",
     "max_pool2d",
     "quick_gelu",
+    "remat",
+    "stack_blocks",
     "torch_padding",
+    "unstack_blocks",
 ]
