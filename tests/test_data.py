@@ -263,8 +263,13 @@ def test_transforms():
         transforms.RandAugment("rand-m9-q3")
 
 
-# everything but num_classes traced: one compilation serves all settings below
-_mixup = jax.jit(data.mixup_cutmix, static_argnames=("num_classes",))
+_DEFAULTS = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "label_smoothing": 0.1}
+_jit_mixup = jax.jit(data.mixup_cutmix, static_argnames=("num_classes",))
+
+
+def _mixup(rng, images, labels, num_classes, **kw):
+    """Every setting passed as a traced argument: one compilation serves all calls below."""
+    return _jit_mixup(rng, images, labels, num_classes=num_classes, **{**_DEFAULTS, **kw})
 
 
 def test_mixup_cutmix_label_mass_and_sharding():

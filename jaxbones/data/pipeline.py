@@ -220,7 +220,7 @@ def make_train_iterator(
     cfg = _augment_config(task, augment)
     pi, pc = _processes(process_index, process_count)
     batch = per_process_batch_size(global_batch_size, pc)
-    source = datasets.open_source(dataset, split, data_dir)
+    source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
     shard = grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True)
     if len(source) // pc < batch:
         raise ValueError(
@@ -247,6 +247,9 @@ def make_train_iterator(
         worker_count=worker_count,
         worker_buffer_size=max(1, prefetch),
         shard_options=shard,
+        # record reads run ahead in threads: `prefetch` batches, not grain's default 500
+        # records (sized for remote storage), to bound memory with large images
+        read_options=grain.ReadOptions(prefetch_buffer_size=max(1, prefetch) * batch),
     )
     return iter(loader)
 
@@ -283,8 +286,10 @@ class EvalIterable:
         return self.num_batches
 
     def __iter__(self):
-        ds = grain.MapDataset.source(self._source).map(self._transform).batch(self._batch)
-        it = ds.to_iter_dataset()
+        ds = grain.MapDataset.source(self._source).map(self._transform)
+        # the eval transform runs in the read threads (PIL releases the GIL), 2 batches ahead
+        ds = ds.to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=2 * self._batch))
+        it = ds.batch(self._batch)
         if self._workers > 0:
             _absl_flags_ready()
             it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers))
@@ -319,7 +324,7 @@ def make_eval_iterator(
         crop_pct = 1.0 if task == "segmentation" else 0.875
     pi, pc = _processes(process_index, process_count)
     batch = per_process_batch_size(global_batch_size, pc)
-    source = datasets.open_source(dataset, split, data_dir)
+    source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
     tf = _EvalTransform(
         task,
         image_size,

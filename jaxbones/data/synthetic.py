@@ -3,7 +3,7 @@
 Used by `scripts/bench_input.py` and the tests of the encoded-image path: the images are
 stored JPEG-encoded (bytes written as is, so no TensorFlow is needed) and tfds decodes them
 with PIL on read, exactly like imagenet2012. Importing this module registers the builder;
-its size is SyntheticJpeg.NUM_IMAGES ($BENCH_NUM_IMAGES, default 256).
+its size is SyntheticJpeg.NUM_IMAGES ($BENCH_NUM_IMAGES, default 512).
 """
 
 import io
@@ -19,7 +19,7 @@ class SyntheticJpeg(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     code_path = None  # no checksums file (see jaxbones.data.datasets.Digits)
-    NUM_IMAGES = int(os.environ.get("BENCH_NUM_IMAGES", "256"))
+    NUM_IMAGES = int(os.environ.get("BENCH_NUM_IMAGES", "512"))
 
     def _info(self):
         return tfds.core.DatasetInfo(
