@@ -349,3 +349,56 @@ def test_error_messages(tmp_path):
             process_count=4,
             data_dir=empty,
         )
+
+
+class _Sign:
+    """numpy-Generator stand-in whose random() fixes the sign draws of RandAugment levels."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def random(self):
+        return self.value
+
+
+@pytest.mark.parametrize("increasing", [False, True])
+def test_randaugment_ops_match_timm(increasing, monkeypatch):
+    from timm.data import auto_augment as aa
+
+    img = transforms.to_pil(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    ra = transforms.RandAugment(f"rand-m9-inc{int(increasing)}")
+    hp = {"translate_const": 100, "img_mean": ra.fill}
+    names = aa._RAND_INCREASING_TRANSFORMS if increasing else aa._RAND_TRANSFORMS
+    assert len(names) == len(transforms.RAND_OPS)
+    bilinear = transforms.INTERPOLATIONS["bilinear"]
+    for sign in (0.0, 0.9):  # timm negates when random() > 0.5, as we do
+        monkeypatch.setattr(aa.random, "random", lambda s=sign: s)
+        for timm_name, name in zip(names, transforms.RAND_OPS, strict=True):
+            op, level = ra._ops[name]
+            arg = level(9.0, _Sign(sign), img) if level else None
+            timm_level = aa.LEVEL_TO_ARG[timm_name]
+            targs = timm_level(9.0, hp) if timm_level else ()
+            want = aa.NAME_TO_OP[timm_name](img, *targs, fillcolor=ra.fill, resample=bilinear)
+            got = op(img, arg, fill=ra.fill, resample=bilinear)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=timm_name)
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+def test_crops_match_timm_and_torchvision(interp):
+    import torchvision.transforms.functional as TF
+    from timm.data import create_transform
+
+    img = transforms.to_pil(
+        np.random.default_rng(1).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    )
+    ref = create_transform(224, is_training=False, crop_pct=0.875, interpolation=interp)
+    want = ref(img).numpy().transpose(1, 2, 0)
+    tf = pipeline._EvalTransform("classification", 224, MEAN, STD, 0.875, interp)
+    got = tf.map({"image": np.asarray(img), "label": 3})["image"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    left, top, w, h = transforms.rrc_box(500, 375, np.random.default_rng(2))
+    mode = getattr(TF.InterpolationMode, interp.upper())
+    want = TF.resized_crop(img, top, left, h, w, [96, 96], mode)
+    box = (left, top, left + w, top + h)
+    got = transforms.crop_resize(img, box, 96, transforms.INTERPOLATIONS[interp])
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

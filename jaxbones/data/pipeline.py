@@ -136,9 +136,9 @@ class _TrainTransform(grain.transforms.RandomMap):
         else:
             box = (0, 0, img.width, img.height)
         interp = transforms.interpolation(cfg["interpolation"], rng)
-        img = img.resize((size, size), interp, box=box)
+        img = transforms.crop_resize(img, box, size, interp)
         if mask is not None:  # same crop, nearest neighbour so labels stay labels
-            mask = mask.resize((size, size), transforms.INTERPOLATIONS["nearest"], box=box)
+            mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
         if cfg["hflip"] > 0 and rng.random() < cfg["hflip"]:
             img = transforms.hflip(img)
             mask = transforms.hflip(mask) if mask is not None else None

@@ -95,8 +95,15 @@ def rrc_box(width, height, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
 def random_resized_crop(img, size, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interp="bilinear"):
     """Random crop of area fraction `scale` and aspect `ratio`, resized to size x size."""
     left, top, w, h = rrc_box(img.width, img.height, rng, scale, ratio)
-    box = (left, top, left + w, top + h)
-    return img.resize((size, size), interpolation(interp, rng), box=box)
+    return crop_resize(img, (left, top, left + w, top + h), size, interpolation(interp, rng))
+
+
+def crop_resize(img, box, size, resample):
+    """Crop `box` (left, top, right, bottom) then resize to size x size, as torchvision's
+    resized_crop. (PIL's `resize(box=...)` differs: its filter reads pixels outside the box.)"""
+    if box != (0, 0, img.width, img.height):
+        img = img.crop(box)
+    return img.resize((size, size), resample)
 
 
 def resize_shorter(img, short, resample):
