@@ -402,3 +402,28 @@ def test_crops_match_timm_and_torchvision(interp):
     box = (left, top, left + w, top + h)
     got = transforms.crop_resize(img, box, 96, transforms.INTERPOLATIONS[interp])
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_oxford_pet_mock_segmentation_masks():
+    with tfds.testing.mock_data(num_examples=4):
+        src = data.open_source("oxford_iiit_pet", "train")
+        raw = np.asarray(src[0]["segmentation_mask"])[..., 0]
+        ev = data.make_eval_iterator(
+            "oxford_iiit_pet",
+            split="train",
+            global_batch_size=4,
+            image_size=16,
+            task="segmentation",
+            crop_pct=1.0,
+            interpolation="bilinear",
+            process_index=0,
+            process_count=1,
+        )
+        b = next(iter(ev))
+    assert b["image"].shape == (4, 16, 16, 3) and b["mask"].shape == (4, 16, 16)
+    # stored 1..3 (pet, background, border) become 0..2: nearest resize/crop, then -1
+    near = transforms.INTERPOLATIONS["nearest"]
+    m = transforms.center_crop(
+        transforms.resize_shorter(transforms.Image.fromarray(raw), 16, near), 16
+    )
+    np.testing.assert_array_equal(b["mask"][0], np.asarray(m, np.int32) - 1)

@@ -34,8 +34,12 @@ _DIGITS_INK_THRESHOLD = 4  # of 16: pixels at least this dark are the digit's st
 # Class counts for datasets whose label feature cannot be read while mocked (tests) or
 # before preparation; everything else comes from the tfds feature spec.
 _KNOWN_NUM_CLASSES = {"imagenet2012": 1000, "oxford_iiit_pet": 37}
-# Segmentation datasets: mask feature name and number of mask classes.
-_SEG_MASKS = {"digits_seg": ("mask", 11), "oxford_iiit_pet": ("segmentation_mask", 3)}
+# Segmentation datasets: mask feature name, number of mask classes, offset added to the stored
+# values (oxford_iiit_pet stores 1 pet, 2 background, 3 border: shifted to 0..2).
+_SEG_MASKS = {
+    "digits_seg": ("mask", 11, 0),
+    "oxford_iiit_pet": ("segmentation_mask", 3, -1),
+}
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -246,6 +250,7 @@ def dataset_info(dataset: str, data_dir: str | None = None) -> dict:
     return {"num_classes": num_classes, "splits": splits, "image_shape": shape, "task": task}
 
 
-def mask_key(dataset: str) -> str:
-    """Name of the segmentation-mask feature of `dataset` ('mask' for unknown datasets)."""
-    return _SEG_MASKS.get(dataset, ("mask", None))[0]
+def mask_key(dataset: str) -> tuple[str, int]:
+    """(feature name, value offset) of the segmentation mask of `dataset` (default mask, 0)."""
+    key, _, offset = _SEG_MASKS.get(dataset, ("mask", None, 0))
+    return key, offset

@@ -91,6 +91,11 @@ def _absl_flags_ready():
         flags.FLAGS.mark_as_parsed()
 
 
+def _read_options(buffer: int):
+    """Read-ahead of `buffer` records with up to 16 threads (grain's default thread count)."""
+    return grain.ReadOptions(num_threads=min(16, buffer), prefetch_buffer_size=buffer)
+
+
 def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
     if global_batch_size % process_count:
         raise ValueError(
@@ -116,7 +121,7 @@ class _TrainTransform(grain.transforms.RandomMap):
     mean: tuple
     std: tuple
     cfg: dict
-    mask_key: str = "mask"
+    mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
 
     def __post_init__(self):
         ra = self.cfg.get("randaugment")
@@ -129,7 +134,7 @@ class _TrainTransform(grain.transforms.RandomMap):
     def random_map(self, element, rng: np.random.Generator):
         cfg, size = self.cfg, self.image_size
         img = transforms.to_pil(element["image"])
-        mask = _mask_image(element[self.mask_key]) if self.task == "segmentation" else None
+        mask = _mask_image(element[self.mask_key[0]]) if self.task == "segmentation" else None
         if cfg["rrc"]:
             box = transforms.rrc_box(img.width, img.height, rng, cfg["scale"], cfg["ratio"])
             box = (box[0], box[1], box[0] + box[2], box[1] + box[3])
@@ -151,7 +156,7 @@ class _TrainTransform(grain.transforms.RandomMap):
         if self.task == "classification":
             out["label"] = np.int32(element["label"])
         elif self.task == "segmentation":
-            out["mask"] = np.asarray(mask, np.int32)
+            out["mask"] = np.asarray(mask, np.int32) + self.mask_key[1]
         return out
 
 
@@ -165,7 +170,7 @@ class _EvalTransform(grain.transforms.Map):
     std: tuple
     crop_pct: float
     interpolation: str
-    mask_key: str = "mask"
+    mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
 
     def map(self, element):
         size = self.image_size
@@ -185,9 +190,10 @@ class _EvalTransform(grain.transforms.Map):
         if self.task == "classification":
             out["label"] = np.int32(element["label"])
         elif self.task == "segmentation":
-            mask = _mask_image(element[self.mask_key])
+            mask = _mask_image(element[self.mask_key[0]])
             mask = transforms.resize_shorter(mask, short, transforms.INTERPOLATIONS["nearest"])
-            out["mask"] = np.asarray(transforms.center_crop(mask, size), np.int32)
+            mask = np.asarray(transforms.center_crop(mask, size), np.int32)
+            out["mask"] = mask + self.mask_key[1]
         out["valid"] = np.bool_(True)
         return out
 
@@ -249,7 +255,7 @@ def make_train_iterator(
         shard_options=shard,
         # record reads run ahead in threads: `prefetch` batches, not grain's default 500
         # records (sized for remote storage), to bound memory with large images
-        read_options=grain.ReadOptions(prefetch_buffer_size=max(1, prefetch) * batch),
+        read_options=_read_options(max(1, prefetch) * batch),
     )
     return iter(loader)
 
@@ -288,7 +294,7 @@ class EvalIterable:
     def __iter__(self):
         ds = grain.MapDataset.source(self._source).map(self._transform)
         # the eval transform runs in the read threads (PIL releases the GIL), 2 batches ahead
-        ds = ds.to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=2 * self._batch))
+        ds = ds.to_iter_dataset(_read_options(2 * self._batch))
         it = ds.batch(self._batch)
         if self._workers > 0:
             _absl_flags_ready()
