@@ -109,6 +109,14 @@ def test_worker_processes_match_in_process(data_dir):
     b = _batches(data.make_train_iterator("digits", process_count=1, worker_count=1, **kw), 3)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x["image"], y["image"])
+    ekw = {"global_batch_size": 128, "image_size": 8, "data_dir": data_dir, "process_count": 1}
+    ekw["process_index"] = 0
+    e0 = list(data.make_eval_iterator("digits", **ekw))
+    e1 = list(data.make_eval_iterator("digits", worker_count=1, **ekw))
+    assert len(e0) == len(e1) == 3
+    for x, y in zip(e0, e1, strict=True):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["valid"], y["valid"])
 
 
 @pytest.mark.parametrize("hosts", [2, 4])
