@@ -85,6 +85,18 @@ def test_train_shapes_ranges_determinism(data_dir):
     )
     x = next(ra)["image"]
     assert x.shape == (16, 24, 24, 3) and np.isfinite(x).all()
+    gray = {"mean": (0.5,), "std": (0.25,)}
+    assert next(data.make_train_iterator("digits", **gray, **kw))["image"].shape[-1] == 1
+    ev = data.make_eval_iterator(
+        "digits",
+        global_batch_size=256,
+        image_size=8,
+        **gray,
+        data_dir=data_dir,
+        process_index=0,
+        process_count=1,
+    )
+    assert {b["image"].shape for b in ev} == {(256, 8, 8, 1)}  # padded rows included
     mae = next(data.make_train_iterator("digits", task="mae", **kw))
     assert set(mae) == {"image"} and mae["image"].shape == (16, 24, 24, 3)
 

@@ -149,6 +149,8 @@ class _TrainTransform(grain.transforms.RandomMap):
             mask = transforms.hflip(mask) if mask is not None else None
         if self._ra is not None:
             img = self._ra(img, rng)
+        if len(self.mean) == 1:  # grayscale model input: 1 channel
+            img = img.convert("L")
         x = transforms.normalize(img, self.mean, self.std)
         if cfg.get("reprob", 0) > 0:
             x = transforms.random_erasing(x, rng, cfg["reprob"])
@@ -186,6 +188,8 @@ class _EvalTransform(grain.transforms.Map):
         short = math.floor(size / self.crop_pct)
         img = transforms.resize_shorter(img, short, transforms.interpolation(self.interpolation))
         img = transforms.center_crop(img, size)
+        if len(self.mean) == 1:  # grayscale model input: 1 channel
+            img = img.convert("L")
         out = {"image": transforms.normalize(img, self.mean, self.std)}
         if self.task == "classification":
             out["label"] = np.int32(element["label"])
