@@ -1,13 +1,15 @@
 """Building blocks with PyTorch-exact numerics (padding, norms, GELU, pooling)."""
 
 from jaxbones.layers.activations import gelu, gelu_tanh, get_act, hard_sigmoid, quick_gelu
-from jaxbones.layers.attention import dot_product_attention
+from jaxbones.layers.attention import MultiHeadAttention, dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import ConvNormAct, conv2d, conv_kernel_init, torch_padding
 from jaxbones.layers.drop import DropPath, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
+from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d, global_pool, max_pool2d
+from jaxbones.layers.pos_embed import resample_abs_pos_embed, sincos_2d_table
 from jaxbones.layers.stack import REMAT_POLICIES, remat, stack_blocks, unstack_blocks
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "GroupNorm",
     "LayerNorm",
     "Mlp",
+    "MultiHeadAttention",
+    "PatchEmbed",
     "avg_pool2d",
     "check_input",
     "conv2d",
@@ -33,6 +37,8 @@ __all__ = [
     "max_pool2d",
     "quick_gelu",
     "remat",
+    "resample_abs_pos_embed",
+    "sincos_2d_table",
     "stack_blocks",
     "torch_padding",
     "unstack_blocks",
