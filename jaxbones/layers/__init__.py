@@ -7,7 +7,7 @@ from jaxbones.layers.conv import ConvNormAct, conv2d, conv_kernel_init, torch_pa
 from jaxbones.layers.drop import DropPath, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
-from jaxbones.layers.pool import avg_pool2d, global_pool, max_pool2d
+from jaxbones.layers.pool import adaptive_avg_pool2d, avg_pool2d, global_pool, max_pool2d
 
 __all__ = [
     "BatchNorm",
@@ -16,6 +16,7 @@ __all__ = [
     "GroupNorm",
     "LayerNorm",
     "Mlp",
+    "adaptive_avg_pool2d",
     "avg_pool2d",
     "check_input",
     "conv2d",
