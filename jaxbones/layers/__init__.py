@@ -8,7 +8,7 @@ from jaxbones.layers.drop import DropPath, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.pool import avg_pool2d, global_pool, max_pool2d
+from jaxbones.layers.pool import adaptive_avg_pool2d, avg_pool2d, global_pool, max_pool2d
 from jaxbones.layers.pos_embed import resample_abs_pos_embed, sincos_2d_table
 from jaxbones.layers.stack import REMAT_POLICIES, remat, stack_blocks, unstack_blocks
 
@@ -22,6 +22,7 @@ __all__ = [
     "Mlp",
     "MultiHeadAttention",
     "PatchEmbed",
+    "adaptive_avg_pool2d",
     "avg_pool2d",
     "check_input",
     "conv2d",
