@@ -99,6 +99,9 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+OPEN_GROUPS = ("model_kwargs", "augment")
+
+
 def _suggest(key: str, options) -> str:
     close = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
     return f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(options)}"
@@ -132,6 +135,12 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value: str) -> None:
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         keys = list(node.keys())
+        if i == len(parts) - 1 and i > 0 and parts[i - 1] in OPEN_GROUPS and part not in keys:
+            # model_kwargs / augment take any key: create_model / the data pipeline validate
+            # them (an unknown model option fails there naming the valid ones)
+            with node.unlocked():
+                node[part] = _parse(value, None)
+            return
         if part not in keys:
             where = ".".join(["config", *parts[:i]])
             raise ValueError(

@@ -55,6 +55,7 @@ def step_cost(compiled) -> float | None:
 class MetricLogger:
     def __init__(self, workdir: str, total_steps: int, enabled: bool = True, progress: bool = True):
         self.enabled = enabled and bool(workdir)
+        self.main = enabled
         self.console = enabled and progress
         self.total = total_steps
         self.t0 = None
@@ -88,7 +89,7 @@ class MetricLogger:
                     self.tb.add_scalar(f"{split}/{k}", v, step)
 
     def info(self, msg: str):
-        if self.console:
+        if self.main:
             print(msg, flush=True)
 
     def progress(self, step: int, metrics: dict):

@@ -128,10 +128,12 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     )
 
     # Model, optimiser and the state, initialised straight into its shardings.
-    model = task.build_model(config, num_classes)
+    channels = int(info.get("image_shape", (0, 0, 3))[-1]) if info else 3
+    model = task.build_model(config, num_classes, channels)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
-    abstract_vars = jax.eval_shape(functools.partial(task.init, model, config), init_rng)
+    init_vars = functools.partial(task.init, model, config, channels=channels)
+    abstract_vars = jax.eval_shape(init_vars, init_rng)
     tx, schedule, groups = optim.make_optimizer(
         config.optimizer,
         abstract_vars["params"],
@@ -142,7 +144,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     logger.info(optim.format_groups(groups, optim_peak(schedule, num_steps)))
 
     def init_fn(r):
-        return create_state(task.init(model, config, r), tx, state_rng, config.ema_decay > 0)
+        return create_state(init_vars(r), tx, state_rng, config.ema_decay > 0)
 
     abstract_state = jax.eval_shape(init_fn, init_rng)
     state_sh = sharding.state_shardings(abstract_state, mesh, config.sharding, config.fsdp_min_size)
@@ -150,6 +152,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
 
     ckpt = None
     start = 0
+    init_report = None
     if config.workdir:
         ckpt = ckpt_lib.Checkpointer(
             config.workdir, config.keep_ckpts, config.best_metric, task.best_mode, config.async_ckpt
@@ -174,6 +177,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
         if config.ema_decay > 0:
             state = state.replace(ema_params=jax.tree_util.tree_map(jnp.copy, params))
         logger.info(f"init_from {config.init_from}: {report}")
+        init_report = report
 
     # Compile ahead of time: one trace (asserted), compile time and FLOPs for MFU.
     step_fn = make_train_step(task, model, tx, schedule, config, mesh)
@@ -194,11 +198,15 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     eval_metrics = {}
     t_log, s_log = time.perf_counter(), start
     stopped = None
+    first_local = None
     logger.start(start)
     step = start
     try:
         while step < num_steps:
-            batch = sharding.global_batch(next(it), mesh)
+            local = next(it)
+            if first_local is None:
+                first_local = local  # kept for pictures (e.g. MAE reconstructions)
+            batch = sharding.global_batch(local, mesh)
             if compiled is None:
                 t0 = time.perf_counter()
                 compiled = jitted.lower(state, batch).compile()
@@ -279,6 +287,11 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
         out["curves_png"] = png
     out["_state"] = state
     out["_model"] = model
+    out["_config"] = config
+    out["_history"] = logger.history
+    if init_report:
+        out["init_from"] = init_report
+    out["_eval_batch"] = first_local
     return out
 
 

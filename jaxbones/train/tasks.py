@@ -76,15 +76,19 @@ class Task:
     params_prefix: tuple[str, ...] = ()
     best_mode = "max"
 
-    def build_model(self, config, num_classes):
-        return create_model(config.model, **model_kwargs(config, num_classes=num_classes))
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(
+            config, num_classes=num_classes, in_chans=channels, img_size=config.image_size
+        )
+        return create_model(config.model, **kw)
 
-    def dummy_batch(self, config):
+    def dummy_batch(self, config, channels=3):
         s = config.image_size
-        return {"image": np.zeros((1, s, s, 3), np.float32)}
+        return {"image": np.zeros((1, s, s, channels), np.float32)}
 
-    def init(self, model, config, rng):
-        return model.init(_rngs(rng) | {"params": rng}, self.dummy_batch(config)["image"])
+    def init(self, model, config, rng, channels=3):
+        x = self.dummy_batch(config, channels)["image"]
+        return model.init(_rngs(rng) | {"params": rng}, x)
 
     def loss(self, model, variables, batch, rng, config):
         raise NotImplementedError
@@ -153,8 +157,8 @@ class Classification(Task):
             "count": jnp.sum(valid),
         }
 
-    def dummy_batch(self, config):
-        b = super().dummy_batch(config)
+    def dummy_batch(self, config, channels=3):
+        b = super().dummy_batch(config, channels)
         b["label"] = np.zeros((1,), np.int32)
         return b
 
@@ -192,8 +196,8 @@ class LinProbe(Classification):
     name = "linprobe"
     params_prefix = ("backbone",)
 
-    def build_model(self, config, num_classes):
-        kw = model_kwargs(config)
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(config, in_chans=channels, img_size=config.image_size)
         kw["num_classes"] = 0  # pooled features
         return LinearProbe(create_model(config.model, **kw), num_classes)
 
@@ -202,8 +206,11 @@ class MAE(Task):
     name = "mae"
     best_mode = "min"
 
-    def build_model(self, config, num_classes):
-        return create_model(config.model, **model_kwargs(config, mask_ratio=config.mask_ratio))
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(
+            config, mask_ratio=config.mask_ratio, in_chans=channels, img_size=config.image_size
+        )
+        return create_model(config.model, **kw)
 
     def loss(self, model, variables, batch, rng, config):
         (loss, _, _), bs = _apply(model, variables, batch["image"], True, rng)
@@ -232,8 +239,8 @@ class Segmentation(Task):
             ) from e
         return segmentation
 
-    def dummy_batch(self, config):
-        b = super().dummy_batch(config)
+    def dummy_batch(self, config, channels=3):
+        b = super().dummy_batch(config, channels)
         s = config.image_size
         b["mask"] = np.zeros((1, s, s), np.int32)
         return b
