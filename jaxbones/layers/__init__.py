@@ -9,15 +9,27 @@ from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.pool import avg_pool2d, global_pool, max_pool2d
 from jaxbones.layers.stack import REMAT_POLICIES, remat, stack_blocks, unstack_blocks
+from jaxbones.layers.upsample import (
+    UPSAMPLE_MODES,
+    ConvTranspose2d,
+    Upsample,
+    pixel_shuffle,
+    pixel_unshuffle,
+    resize,
+    resize_to,
+)
 
 __all__ = [
     "REMAT_POLICIES",
+    "UPSAMPLE_MODES",
     "BatchNorm",
     "ConvNormAct",
+    "ConvTranspose2d",
     "DropPath",
     "GroupNorm",
     "LayerNorm",
     "Mlp",
+    "Upsample",
     "avg_pool2d",
     "check_input",
     "conv2d",
@@ -31,8 +43,12 @@ __all__ = [
     "global_pool",
     "hard_sigmoid",
     "max_pool2d",
+    "pixel_shuffle",
+    "pixel_unshuffle",
     "quick_gelu",
     "remat",
+    "resize",
+    "resize_to",
     "stack_blocks",
     "torch_padding",
     "unstack_blocks",
