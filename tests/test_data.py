@@ -292,6 +292,19 @@ def _mixup(rng, images, labels, num_classes, **kw):
     return _jit_mixup(rng, images, labels, num_classes=num_classes, **{**_DEFAULTS, **kw})
 
 
+def test_sample_beta_distribution():
+    import scipy.stats
+
+    draw = jax.jit(jax.vmap(data.mixup.sample_beta, in_axes=(0, None)))
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    for a in (0.8, 3.0):
+        s = np.asarray(draw(keys, a), np.float64)
+        assert ((0 <= s) & (s <= 1)).all()
+        assert abs(s.mean() - 0.5) < 0.01
+        np.testing.assert_allclose(s.var(), 1 / (4 * (2 * a + 1)), rtol=0.05)
+        assert scipy.stats.kstest(s, scipy.stats.beta(a, a).cdf).pvalue > 1e-3
+
+
 def test_mixup_cutmix_label_mass_and_sharding():
     b, h = 16, 12
     images = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32)[:, None, None, None], (b, h, h, 3))
