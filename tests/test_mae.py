@@ -12,6 +12,7 @@ from helpers import images, randomize_, to_nchw, torch_count
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 import jaxbones
 from jaxbones.models.mae import patchify, reconstruct, unpatchify
@@ -101,6 +102,12 @@ def hf_model(norm_pix_loss=False, seed=0):
     with torch.no_grad():  # O(1) tokens so a misplaced token shows
         m.vit.embeddings.cls_token.normal_()
         m.decoder.mask_token.normal_()
+        # the fixed tables from transformers' own sin-cos function, rotated into MAE's
+        # [w | h] layout as transformers' initialize_weights does
+        for param in (m.vit.embeddings.position_embeddings, m.decoder.decoder_pos_embed):
+            dim = param.shape[-1]
+            t = build_2d_sinusoidal_position_embedding(8, 8, dim, cls_token=True)
+            param.copy_(torch.cat([t[:, dim // 2 :], t[:, : dim // 2]], 1)[None])
     return m.eval()
 
 
@@ -166,32 +173,29 @@ def test_parity_negative_wrong_norm_pix_variance():
     assert abs(wrong - ref.loss.item()) > 1e-5 * abs(ref.loss.item())
 
 
-@pytest.mark.parametrize("ratio,img,patch", [(0.75, 224, 16), (0.6, 224, 16), (0.9, 64, 8)])
-def test_masking_keeps_static_count(ratio, img, patch):
-    model = jaxbones.create_model(
-        NAME, mask_ratio=ratio, img_size=img, patch_size=patch, embed_dim=32, depth=1,
-        num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
-    )  # fmt: skip
-    n = (img // patch) ** 2
-    keep = int(n * (1 - ratio))
-    assert model.num_keep == keep
-    x = images((4, img, img, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-    (_, pred, mask), state = model.apply(
-        variables, x, rngs={"mask": jax.random.PRNGKey(1)}, mutable=["intermediates"]
-    )
-    assert pred.shape == (4, n, patch * patch * 3)
-    np.testing.assert_array_equal(np.asarray(mask).sum(1), [n - keep] * 4)
-    assert state["intermediates"]["latent"][0].shape == (4, 1 + keep, 32)
-    restore = np.asarray(state["intermediates"]["ids_restore"][0])
-    assert all(sorted(r) == list(range(n)) for r in restore)
-    assert len({tuple(m) for m in np.asarray(mask)}) == 4  # per-sample masks
+def test_masking_keeps_static_count():
+    x = images((4, 64, 64, 3))
+    variables = jaxbones.create_model(NAME, **SMALL).init(jax.random.PRNGKey(0), x)
+    n = 64
+    for ratio in (0.75, 0.6, 0.9):  # 16, 25 (25.6 floored), 6 (6.4 floored) kept
+        model = jaxbones.create_model(NAME, mask_ratio=ratio, **SMALL)
+        keep = int(n * (1 - ratio))
+        assert model.num_keep == keep
+        (_, pred, mask), state = model.apply(
+            variables, x, rngs={"mask": jax.random.PRNGKey(1)}, mutable=["intermediates"]
+        )
+        assert pred.shape == (4, n, 8 * 8 * 3)
+        np.testing.assert_array_equal(np.asarray(mask).sum(1), [n - keep] * 4)
+        assert state["intermediates"]["latent"][0].shape == (4, 1 + keep, 64)
+        restore = np.asarray(state["intermediates"]["ids_restore"][0])
+        assert all(sorted(r) == list(range(n)) for r in restore)
+        assert len({tuple(m) for m in np.asarray(mask)}) == 4  # per-sample masks
     # a different key, a different mask
     _, _, mask2 = model.apply(variables, x, rngs={"mask": jax.random.PRNGKey(2)})
     assert not np.array_equal(mask, mask2)
 
 
-def test_sharded_masking_equals_unsharded():
+def test_sharded_masking_equals_unsharded_and_fixed_tables_get_no_gradient():
     devices = np.array(jax.devices()[:8])
     assert len(devices) == 8, "conftest sets 8 fake CPU devices"
     mesh = Mesh(devices, ("data",))
@@ -202,12 +206,24 @@ def test_sharded_masking_equals_unsharded():
 
     @jax.jit
     def step(v, x, key):
-        return model.apply(v, x, train=True, rngs={"mask": key, "dropout": key})
+        def loss_fn(params):
+            loss, pred, mask = model.apply(
+                {"params": params}, x, train=True, rngs={"mask": key, "dropout": key}
+            )
+            return loss, (pred, mask)
 
-    loss, pred, mask = step(variables, x, key)
+        (loss, (pred, mask)), grads = jax.value_and_grad(loss_fn, has_aux=True)(v["params"])
+        return loss, pred, mask, grads
+
+    loss, pred, mask, grads = step(variables, x, key)
+    # the fixed sin-cos tables get exactly zero gradient; the learned tokens do not
+    assert float(jnp.abs(grads["pos_embed"]).max()) == 0.0
+    assert float(jnp.abs(grads["decoder_pos_embed"]).max()) == 0.0
+    assert float(jnp.abs(grads["cls_token"]).max()) > 0
+    assert float(jnp.abs(grads["mask_token"]).max()) > 0
     xs = jax.device_put(x, NamedSharding(mesh, P("data")))
     vr = jax.device_put(variables, NamedSharding(mesh, P()))
-    loss_s, pred_s, mask_s = step(vr, xs, key)
+    loss_s, pred_s, mask_s, _ = step(vr, xs, key)
     assert len(mask_s.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(mask_s), np.asarray(mask))
     np.testing.assert_allclose(np.asarray(pred_s), np.asarray(pred), atol=1e-6)
@@ -268,18 +284,6 @@ def test_encoder_only_checkpoint_reports_missing_decoder():
     )
     assert rep.unexpected == ["norm.bias", "norm.weight"]
     assert sorted(rep.missing) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
-
-
-def test_fixed_tables_get_no_gradient():
-    model = jaxbones.create_model(NAME, **SMALL)
-    x = images((2, 64, 64, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-    noise = jnp.asarray(noise_for(2, 64))
-    grads = jax.grad(lambda p: model.apply({"params": p}, x, noise=noise)[0])(variables["params"])
-    assert float(jnp.abs(grads["pos_embed"]).max()) == 0.0
-    assert float(jnp.abs(grads["decoder_pos_embed"]).max()) == 0.0
-    assert float(jnp.abs(grads["cls_token"]).max()) > 0
-    assert float(jnp.abs(grads["mask_token"]).max()) > 0
 
 
 def test_patchify_and_reconstruct():
