@@ -29,10 +29,11 @@ PARAM_COUNTS = {
     "swin_large_patch4_window12_384": 196_735_516,
 }
 PARITY_MODELS = list(PARAM_COUNTS)
-# forward/backward smoke test: 2 blocks per stage (W-MSA + SW-MSA) at 64 px with window 4;
-# the full models' forward passes are covered by the parity tests below.
+# forward/backward smoke test (tests/test_registry.py) at 64 px with window 4 and one block per
+# stage, two in stage 0 (W-MSA + SW-MSA), at full width; the full-depth forward passes are
+# covered by the parity tests below.
 SMOKE_OVERRIDES = {
-    n: {"depths": (2, 2, 2, 2), "img_size": 64, "window_size": 4} for n in PARAM_COUNTS
+    n: {"depths": (2, 1, 1, 1), "img_size": 64, "window_size": 4} for n in PARAM_COUNTS
 }
 
 TINY = "swin_tiny_patch4_window7_224"
@@ -97,6 +98,9 @@ def test_parity_tiny_full():
             "swin_base_patch4_window12_384",
             {"depths": (2, 1, 2, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8)},
         ),
+        # Swin-L: full width, one block per stage
+        ("swin_large_patch4_window7_224", {"depths": (1, 1, 1, 1)}),
+        ("swin_large_patch4_window12_384", {"depths": (1, 1, 1, 1)}),
     ],
 )
 def test_parity_reduced(name, kw):
