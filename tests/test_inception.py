@@ -4,6 +4,8 @@ traps (negative tests), transform_input, features against timm.
 
 Every test shares one randomised torchvision model and its conversion (``reference``)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -13,6 +15,10 @@ import torchvision
 from helpers import assert_close, convert, images, jax_forward, randomize_, rel_err, to_nchw
 
 import jaxbones
+
+# CPU compile time dominates these tests; LLVM optimisation level 0 halves it and changes
+# no semantics (the outputs are still compared with PyTorch).
+fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 import jaxbones.models.inception as inception_mod
 from jaxbones.layers import avg_pool2d
 
@@ -70,7 +76,7 @@ def reference_logits_299():
 def _eval_err(overrides=None):
     _, variables = reference()
     model = jaxbones.create_model(NAME, **(overrides or {}))
-    out = jax.jit(model.apply)(variables, images((1, 299, 299, 3)))
+    out = fast_jit(model.apply)(variables, images((1, 299, 299, 3)))
     assert out.shape == (1, 1000)
     return rel_err(out, reference_logits_299())
 
@@ -105,10 +111,10 @@ def test_transform_input():
     with torch.no_grad():
         tm_t(to_nchw(x))
     model = jaxbones.create_model(NAME, transform_input=True, features_only=True, out_indices=(0,))
-    (out,) = jax.jit(model.apply)(variables, x)
+    (out,) = fast_jit(model.apply)(variables, x)
     assert_close(out, acts["2b"].permute(0, 2, 3, 1).numpy())
     plain = jaxbones.create_model(NAME, features_only=True, out_indices=(0,))
-    (out_plain,) = jax.jit(plain.apply)(variables, x)
+    (out_plain,) = fast_jit(plain.apply)(variables, x)
     assert rel_err(out_plain, acts["2b"].permute(0, 2, 3, 1).numpy()) > 1e-4
 
 
@@ -119,7 +125,7 @@ def test_train_mode_aux_logits_and_running_stats():
     tm.train()
     x = images((2, 299, 299, 3), seed=3)  # 299 px: the smallest the aux head accepts
     logits_t, aux_t = tm(to_nchw(x))
-    train_fwd = jax.jit(lambda v, x: jax_forward(NAME, v, x, train=True, drop_rate=0.0))
+    train_fwd = fast_jit(lambda v, x: jax_forward(NAME, v, x, train=True, drop_rate=0.0))
     (logits, aux), updates = train_fwd(variables, x)
     assert_close(logits, logits_t.detach().numpy())
     assert_close(aux, aux_t.detach().numpy())
