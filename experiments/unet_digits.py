@@ -44,6 +44,7 @@ import jaxbones
 from jaxbones.train import segmentation as seg
 
 DIGITS_CLASSES = 11  # background + 10 digits
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -134,7 +135,11 @@ def run(c) -> dict:
         c.model, num_classes=c.num_classes, in_chans=chans, **dict(c.model_overrides)
     )
     first = next(train_iter)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(c.seed), jnp.asarray(first["image"]))
+    x0 = jnp.asarray(first["image"])
+    # init runs once: compiling it with XLA's cheap settings saves most of its (minutes long,
+    # RNG-heavy) compile time on CPU
+    init = jax.jit(model.init).lower(jax.random.PRNGKey(c.seed), x0).compile(FAST_COMPILE)
+    variables = init(jax.random.PRNGKey(c.seed), x0)
     sched = optax.cosine_decay_schedule(c.lr, c.steps)
     tx = optax.adamw(sched, weight_decay=c.weight_decay)
     state = (variables["params"], variables.get("batch_stats", {}), tx.init(variables["params"]))

@@ -41,14 +41,17 @@ NO_REFERENCE = {
 # small widths / one block per backbone stage: keeps every variant cheap to compile
 _SMALL_PLAIN = {"widths": (8, 16, 32, 64, 128)}
 _SMALL_BB = {"backbone_kwargs": {"layers": (1, 1, 1, 1)}, "decoder_widths": (32, 16, 16, 8, 8)}
+# the forward/backward and training tests use 3 levels (reductions 8, 16, 32 for the backbones,
+# so the final full-resolution stage is exercised too): the same code at a third of the graph
+_BB3 = {"layers": (1, 1, 1, 1), "out_indices": (2, 3, 4)}
 SMOKE_OVERRIDES = {
-    "unet": _SMALL_PLAIN,
-    "unetpp": _SMALL_PLAIN,
-    "unet3p": {**_SMALL_PLAIN, "cat_channels": 8},
-    "unet_resnet18": _SMALL_BB,
-    "unet_resnet50": _SMALL_BB,
-    "unetpp_resnet18": _SMALL_BB,
-    "unet3p_resnet18": {"backbone_kwargs": {"layers": (1, 1, 1, 1)}, "cat_channels": 8},
+    "unet": {"widths": (8, 16, 32)},
+    "unetpp": {"widths": (8, 16, 32)},
+    "unet3p": {"widths": (8, 16, 32), "cat_channels": 8},
+    "unet_resnet18": {"backbone_kwargs": _BB3, "decoder_widths": (16, 8, 8)},
+    "unet_resnet50": {"backbone_kwargs": _BB3, "decoder_widths": (16, 8, 8)},
+    "unetpp_resnet18": {"backbone_kwargs": _BB3, "decoder_widths": (16, 8, 8)},
+    "unet3p_resnet18": {"backbone_kwargs": _BB3, "cat_channels": 8},
 }
 
 
@@ -219,7 +222,7 @@ def test_deep_supervision_outputs():
         "unet3p_resnet18", deep_supervision=True, cgm=True, **SMOKE_OVERRIDES["unet3p_resnet18"]
     )
     segs, cls = shape_of(p3, jnp.zeros((2, 64, 64, 3)), train=True)
-    assert segs == [(2, 64, 64, 2)] * 5 and cls == (2, 2)
+    assert segs == [(2, 64, 64, 2)] * 3 and cls == (2, 2)
 
 
 def test_cgm_gates_eval_predictions():
@@ -280,3 +283,22 @@ def test_every_unet_variant_trains(name):
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def test_digits_recipe_reaches_mean_iou_floor(tmp_path):
+    # experiments/unet_digits.py states 0.96 test mean IoU at its defaults (300 steps); this
+    # shortened schedule measured 0.87; the floor leaves room for platform differences.
+    from experiments import unet_digits
+
+    c = unet_digits.parse_overrides(
+        unet_digits.get_config(), ["--config.steps=120", f"--config.out_dir={tmp_path}"]
+    )
+    metrics = unet_digits.run(c)
+    assert metrics["mean_iou"] >= 0.75, metrics
+    assert metrics["per_class_iou"][0] > 0.9  # background
+    assert (tmp_path / "predictions.png").stat().st_size > 1000
+    with pytest.raises(AttributeError, match="steps"):
+        unet_digits.parse_overrides(unet_digits.get_config(), ["--config.stpes=3"])
