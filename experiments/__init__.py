@@ -1,0 +1,1 @@
+"""Runnable training recipes: ``python -m experiments.<recipe> --config.key=value``."""

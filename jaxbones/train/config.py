@@ -1,0 +1,184 @@
+"""Training configuration: one locked ``ml_collections.ConfigDict`` per run.
+
+``default_config()`` lists every knob the training system reads (recipes in ``experiments/``
+start from it and change what they need); ``apply_overrides(config, argv)`` applies
+``--config.key=value`` command-line overrides, failing on unknown keys with a suggestion.
+
+Attributes of the config (the important ones):
+  model, model_kwargs: registry name and ``create_model`` overrides.
+  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' (see ``jaxbones.train.tasks``).
+  dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
+  global_batch_size: the only batch knob; per-host and per-device sizes are derived.
+  num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
+  sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
+  workdir, log_every, eval_every, ckpt_every, keep_ckpts, best_metric, init_from: the run.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key ``jaxbones.train.run`` reads, with defaults (unlocked; recipes lock it)."""
+    c = ml_collections.ConfigDict()
+    c.model = "resnet18"
+    c.model_kwargs = ml_collections.ConfigDict()
+    c.task = "classification"
+    # Data: a tfds/offline dataset name for jaxbones.data, or 'synthetic' (in-memory random
+    # images with a learnable labelling; for tests and input-free benchmarking).
+    c.dataset = "digits"
+    c.data_dir = ""
+    c.train_split = "train"
+    c.eval_split = "test"
+    c.image_size = 32
+    c.num_classes = -1  # -1: from jaxbones.data.dataset_info
+    c.mean = (0.485, 0.456, 0.406)
+    c.std = (0.229, 0.224, 0.225)
+    c.crop_pct = 0.875
+    c.augment = ml_collections.ConfigDict()
+    c.worker_count = 0
+    c.synthetic_size = 512  # examples in the 'synthetic' dataset
+    # Batch / schedule length.
+    c.global_batch_size = 64
+    c.eval_batch_size = -1  # -1: global_batch_size
+    c.num_steps = -1  # -1: num_epochs * steps_per_epoch
+    c.num_epochs = 1.0
+    c.accum_steps = 1  # micro-batches per step (lax.scan inside the step)
+    # Optimiser.
+    c.optimizer = ml_collections.ConfigDict()
+    o = c.optimizer
+    o.name = "adamw"  # sgd (Nesterov) | adamw | lars | lamb
+    o.lr = 1e-3  # peak learning rate for a batch of `base_batch_size`
+    o.base_batch_size = 0  # >0: lr scales linearly with global_batch_size / base_batch_size
+    o.schedule = "cosine"  # cosine | linear | step | constant
+    o.warmup_steps = -1  # -1: warmup_epochs * steps_per_epoch
+    o.warmup_epochs = 0.0
+    o.end_lr_factor = 0.0  # final lr = end_lr_factor * peak (cosine / linear)
+    o.step_boundaries = (0.3, 0.6, 0.9)  # fractions of training (step schedule)
+    o.step_factor = 0.1
+    o.momentum = 0.9
+    o.nesterov = True
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.eps = 1e-8
+    o.weight_decay = 0.05
+    o.clip_norm = 0.0  # >0: global-norm clipping
+    o.layer_decay = 1.0  # <1: layer-wise lr decay (ViT / MAE / Swin parameter naming)
+    o.frozen = ()  # regexes on 'a/b/c' parameter paths that stay fixed
+    o.trainable = ()  # if set: only these regexes train (new heads, linear probes)
+    c.ema_decay = 0.0  # >0: exponential moving average of the parameters
+    c.eval_ema = False  # evaluate the EMA parameters
+    c.label_smoothing = 0.0
+    c.mixup_alpha = 0.0
+    c.cutmix_alpha = 0.0
+    c.mask_ratio = 0.75  # MAE
+    # Step.
+    c.sharding = "data"  # data | fsdp
+    c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated under fsdp
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
+    c.max_bad_steps = 10  # non-finite steps skipped before the run stops
+    c.seed = 0
+    # Run.
+    c.workdir = ""  # '' : no files written
+    c.log_every = 50
+    c.eval_every = -1  # -1: at the end only
+    c.ckpt_every = -1  # -1: at the end only (and on SIGTERM)
+    c.keep_ckpts = 3
+    c.best_metric = "accuracy"  # eval metric whose best checkpoint is also kept
+    c.async_ckpt = True
+    c.init_from = ""  # checkpoint dir/step for params-only restore (fine-tuning)
+    c.compile_cache = "~/.cache/jaxbones/xla"  # '' disables the persistent compilation cache
+    c.plot = True
+    c.progress = True
+    c.debug_signal_at_step = -1  # testing preemption: signal self at this step
+    c.debug_signal = "SIGKILL"
+    return c
+
+
+OPEN_GROUPS = ("model_kwargs", "augment")
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
+    return f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(options)}"
+
+
+def _parse(value: str, current):
+    if isinstance(current, bool):
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    if isinstance(current, str):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    if isinstance(current, float) and isinstance(parsed, int):
+        parsed = float(parsed)
+    if isinstance(current, tuple) and isinstance(parsed, list | tuple):
+        parsed = tuple(parsed)
+    if isinstance(current, tuple) and not isinstance(parsed, tuple):
+        parsed = (parsed,)
+    return parsed
+
+
+def set_key(config: ml_collections.ConfigDict, dotted: str, value: str) -> None:
+    """Sets ``config.<dotted>`` from a string; unknown keys fail naming close matches."""
+    node = config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        keys = list(node.keys())
+        if i == len(parts) - 1 and i > 0 and parts[i - 1] in OPEN_GROUPS and part not in keys:
+            # model_kwargs / augment take any key: create_model / the data pipeline validate
+            # them (an unknown model option fails there naming the valid ones)
+            with node.unlocked():
+                node[part] = _parse(value, None)
+            return
+        if part not in keys:
+            where = ".".join(["config", *parts[:i]])
+            raise ValueError(
+                f"unknown config key {'.'.join(parts[: i + 1])!r} in {where}: "
+                f"{_suggest(part, keys)} (see the recipe's get_config())"
+            )
+        if i < len(parts) - 1:
+            node = node[part]
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise TypeError(f"config.{dotted} is a group; set one of its keys {list(current.keys())}")
+    parsed = _parse(value, current)
+    try:
+        with node.ignore_type():
+            node[parts[-1]] = parsed
+    except Exception as e:  # pragma: no cover - ml_collections type errors
+        raise ValueError(f"bad value {value!r} for config.{dotted}: {e}") from e
+
+
+def apply_overrides(config: ml_collections.ConfigDict, argv) -> ml_collections.ConfigDict:
+    """Applies ``--config.key=value`` (or ``--config.key value``) arguments; returns config."""
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ValueError(
+                f"unexpected argument {arg!r}: overrides look like --config.key=value "
+                f"(e.g. --config.global_batch_size=256)"
+            )
+        body = arg[len("--config.") :]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        else:
+            if i + 1 >= len(args):
+                raise ValueError(f"{arg} needs a value: --config.{body}=VALUE")
+            key, value = body, args[i + 1]
+            i += 1
+        set_key(config, key, value)
+        i += 1
+    return config

@@ -1,0 +1,144 @@
+"""Metrics and logging on process 0: console progress with ETA, JSON lines, TensorBoard,
+throughput (images/s per device), compile time, MFU, and a PNG of the curves at the end.
+
+``MetricLogger(workdir, total_steps, enabled)``:
+  write(step, split, metrics): one JSON line in ``metrics.jsonl`` + TensorBoard scalars.
+  progress(step, metrics): a one-line bar ``[####....] step/total  loss ... ETA``.
+  plot(): ``curves.png`` with loss (and accuracy) per split.
+``peak_flops(device)``: dense bf16 peak per device (vendor data sheets) or None (CPU).
+``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+# Dense bf16 peak FLOP/s per device from the vendors' data sheets.
+_PEAKS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+}
+
+
+def peak_flops(device) -> float | None:
+    kind = getattr(device, "device_kind", "")
+    for k, v in _PEAKS.items():
+        if k.lower() in kind.lower():
+            return v
+    return None
+
+
+def step_cost(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 # pragma: no cover - backends without cost analysis
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    flops = cost.get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+class MetricLogger:
+    def __init__(self, workdir: str, total_steps: int, enabled: bool = True, progress: bool = True):
+        self.enabled = enabled and bool(workdir)
+        self.main = enabled
+        self.console = enabled and progress
+        self.total = total_steps
+        self.t0 = None
+        self.s0 = 0
+        self.history: list[dict] = []
+        self.workdir = os.path.expanduser(workdir) if workdir else ""
+        self.tb = None
+        self.jsonl = None
+        if self.enabled:
+            os.makedirs(self.workdir, exist_ok=True)
+            self.jsonl = open(  # noqa: SIM115 - kept open for the whole run
+                os.path.join(self.workdir, "metrics.jsonl"), "a"
+            )
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(self.workdir, "tb"))
+
+    def start(self, step: int):
+        self.t0, self.s0 = time.perf_counter(), step
+
+    def write(self, step: int, split: str, metrics: dict):
+        row = {"step": int(step), "split": split}
+        row.update({k: float(v) for k, v in metrics.items()})
+        self.history.append(row)
+        if self.jsonl:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
+        if self.tb:
+            for k, v in row.items():
+                if k not in ("step", "split") and math.isfinite(v):
+                    self.tb.add_scalar(f"{split}/{k}", v, step)
+
+    def info(self, msg: str):
+        if self.main:
+            print(msg, flush=True)
+
+    def progress(self, step: int, metrics: dict):
+        if not self.console:
+            return
+        done = step - self.s0
+        el = time.perf_counter() - (self.t0 or time.perf_counter())
+        eta = el / max(done, 1) * (self.total - step)
+        frac = step / max(self.total, 1)
+        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+        shown = " ".join(
+            f"{k} {v:.4g}"
+            for k, v in metrics.items()
+            if k in ("loss", "accuracy", "lr", "images_per_sec_per_device", "mfu")
+        )
+        sys.stdout.write(
+            f"[{bar}] {step}/{self.total} {shown} ETA {int(eta) // 60}:{int(eta) % 60:02d}\n"
+        )
+        sys.stdout.flush()
+
+    def plot(self) -> str | None:
+        if not self.enabled or not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [k for k in ("loss", "accuracy") if any(k in r for r in self.history)]
+        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            for split in ("train", "eval"):
+                pts = [
+                    (r["step"], r[key]) for r in self.history if r["split"] == split and key in r
+                ]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    ax.plot(xs, ys, marker="." if split == "eval" else None, label=split)
+            ax.set_xlabel("step")
+            ax.set_title(key)
+            ax.legend()
+        fig.tight_layout()
+        path = os.path.join(self.workdir, "curves.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self):
+        if self.jsonl:
+            self.jsonl.close()
+        if self.tb:
+            self.tb.close()

@@ -1,0 +1,280 @@
+"""Tasks: what a batch means, how the loss and the eval metrics are computed.
+
+``TASKS`` maps a name to a ``Task``; ``get_task(name)`` looks one up and
+``register_task(task)`` adds one (the extension point: a new task subclasses ``Task``).
+Built in: 'classification' (softmax cross-entropy; label smoothing; mixup/cutmix soft labels
+from ``jaxbones.data.mixup_cutmix``), 'mae' (the model returns its reconstruction loss),
+'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
+as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy from
+``jaxbones.train.segmentation``; mean IoU from a confusion matrix).
+
+A task's methods:
+  build_model(config, num_classes): the Linen module.
+  dummy_batch(config): a one-example batch for initialisation.
+  loss(model, variables, batch, rng, config): (loss f32, metrics dict, new batch_stats).
+  eval_sums(model, variables, batch, config): dict of per-batch sums, with 'count'.
+  finalize(sums): eval metrics from the accumulated sums.
+  params_prefix: where a params-only checkpoint of the backbone goes in this task's tree.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbones.registry import create_model, model_fields
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def _rngs(rng):
+    k1, k2, k3 = jax.random.split(rng, 3)
+    return {"dropout": k1, "drop_path": k2, "mask": k3}
+
+
+def model_kwargs(config, **extra) -> dict:
+    """``config.model_kwargs`` plus the compute dtype and ``extra`` for fields the model has."""
+    fields = model_fields(config.model)
+    kw = dict(config.model_kwargs.to_dict())
+    if "dtype" in fields and "dtype" not in kw and config.dtype != "float32":
+        kw["dtype"] = jnp.dtype(config.dtype)
+    for k, v in extra.items():
+        if k in fields:
+            kw.setdefault(k, v)
+    return kw
+
+
+def _apply(model, variables, x, train, rng, **kw):
+    """Runs the model; returns (output, new batch_stats or the old ones)."""
+    if train and "batch_stats" in variables:
+        out, upd = model.apply(
+            variables, x, train=True, rngs=_rngs(rng), mutable=["batch_stats"], **kw
+        )
+        return out, upd["batch_stats"]
+    rngs = _rngs(rng) if train else None
+    out = model.apply(variables, x, train=train, rngs=rngs, **kw)
+    return out, variables.get("batch_stats", {})
+
+
+class Task:
+    """Base class; see the module docstring for the methods."""
+
+    name = "base"
+    params_prefix: tuple[str, ...] = ()
+    best_mode = "max"
+
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(
+            config, num_classes=num_classes, in_chans=channels, img_size=config.image_size
+        )
+        return create_model(config.model, **kw)
+
+    def dummy_batch(self, config, channels=3):
+        s = config.image_size
+        return {"image": np.zeros((1, s, s, channels), np.float32)}
+
+    def init(self, model, config, rng, channels=3):
+        x = self.dummy_batch(config, channels)["image"]
+        return model.init(_rngs(rng) | {"params": rng}, x)
+
+    def loss(self, model, variables, batch, rng, config):
+        raise NotImplementedError
+
+    def eval_sums(self, model, variables, batch, config):
+        raise NotImplementedError
+
+    def finalize(self, sums):
+        n = max(float(sums["count"]), 1.0)
+        return {k: float(v) / n for k, v in sums.items() if k != "count"}
+
+
+def _valid(batch, n):
+    v = batch.get("valid")
+    return jnp.ones((n,), jnp.float32) if v is None else v.astype(jnp.float32)
+
+
+class Classification(Task):
+    name = "classification"
+
+    def soft_labels(self, batch, rng, config, num_classes):
+        images, labels = batch["image"], batch["label"]
+        if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+            from jaxbones import data  # the data helper's jittable mixup/cutmix
+
+            return data.mixup_cutmix(
+                rng,
+                images,
+                labels,
+                num_classes=num_classes,
+                mixup_alpha=config.mixup_alpha,
+                cutmix_alpha=config.cutmix_alpha,
+                label_smoothing=config.label_smoothing,
+            )
+        eps = config.label_smoothing
+        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        return images, onehot * (1.0 - eps) + eps / num_classes
+
+    def forward(self, model, variables, images, rng, train):
+        return _apply(model, variables, images, train, rng)
+
+    def loss(self, model, variables, batch, rng, config):
+        mix_rng, rng = jax.random.split(rng)
+        num_classes = self.num_classes(model, variables)
+        images, soft = self.soft_labels(batch, mix_rng, config, num_classes)
+        logits, bs = self.forward(model, variables, images, rng, True)
+        logits = logits.astype(jnp.float32)  # loss in f32 whatever the compute dtype
+        loss = -jnp.mean(jnp.sum(soft * jax.nn.log_softmax(logits), axis=-1))
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, {"accuracy": acc}, bs
+
+    def num_classes(self, model, variables):
+        return model.num_classes
+
+    def eval_sums(self, model, variables, batch, config):
+        logits, _ = self.forward(model, variables, batch["image"], None, False)
+        logits = logits.astype(jnp.float32)
+        labels = batch["label"]
+        valid = _valid(batch, labels.shape[0])
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1)[:, 0]
+        top5 = jnp.any(jax.lax.top_k(logits, min(5, logits.shape[-1]))[1] == labels[:, None], -1)
+        return {
+            "loss": jnp.sum(nll * valid),
+            "accuracy": jnp.sum((jnp.argmax(logits, -1) == labels) * valid),
+            "top5": jnp.sum(top5 * valid),
+            "count": jnp.sum(valid),
+        }
+
+    def dummy_batch(self, config, channels=3):
+        b = super().dummy_batch(config, channels)
+        b["label"] = np.zeros((1,), np.int32)
+        return b
+
+
+class LinearProbe(nn.Module):
+    """A frozen backbone (pooled features, eval mode, no gradient) + BatchNorm + linear head.
+
+    Attributes:
+      backbone: the feature extractor (built with ``num_classes=0``); num_classes: classes.
+    """
+
+    backbone: nn.Module
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        feats = jax.lax.stop_gradient(self.backbone(x, train=False))
+        feats = feats.astype(jnp.float32)
+        # MAE main_linprobe.py: BatchNorm1d(affine=False, eps=1e-6) before the head.
+        feats = nn.BatchNorm(
+            use_running_average=not train,
+            use_scale=False,
+            use_bias=False,
+            epsilon=1e-6,
+            momentum=0.9,
+            name="head_norm",
+        )(feats)
+        # MAE: head weight trunc_normal(std=0.01), zero bias.
+        return nn.Dense(
+            self.num_classes, kernel_init=nn.initializers.truncated_normal(0.01), name="head"
+        )(feats)
+
+
+class LinProbe(Classification):
+    name = "linprobe"
+    params_prefix = ("backbone",)
+
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(config, in_chans=channels, img_size=config.image_size)
+        kw["num_classes"] = 0  # pooled features
+        return LinearProbe(create_model(config.model, **kw), num_classes)
+
+
+class MAE(Task):
+    name = "mae"
+    best_mode = "min"
+
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(
+            config, mask_ratio=config.mask_ratio, in_chans=channels, img_size=config.image_size
+        )
+        return create_model(config.model, **kw)
+
+    def loss(self, model, variables, batch, rng, config):
+        (loss, _, _), bs = _apply(model, variables, batch["image"], True, rng)
+        return loss.astype(jnp.float32), {}, bs
+
+    def eval_sums(self, model, variables, batch, config):
+        # A fixed masking noise keeps eval deterministic (the same patches every eval).
+        b = batch["image"].shape[0]
+        rng = jax.random.PRNGKey(0)
+        outs = model.apply(variables, batch["image"], train=False, rngs={"mask": rng})
+        valid = _valid(batch, b)
+        del b
+        return {"loss": outs[0].astype(jnp.float32) * jnp.sum(valid), "count": jnp.sum(valid)}
+
+
+class Segmentation(Task):
+    name = "segmentation"
+
+    def _seg(self):
+        try:
+            from jaxbones.train import segmentation
+        except ImportError as e:  # the UNet helper's module
+            raise ImportError(
+                "task='segmentation' needs jaxbones/train/segmentation.py (cross_entropy, "
+                "dice_loss); install a jaxbones version with the UNet family"
+            ) from e
+        return segmentation
+
+    def dummy_batch(self, config, channels=3):
+        b = super().dummy_batch(config, channels)
+        s = config.image_size
+        b["mask"] = np.zeros((1, s, s), np.int32)
+        return b
+
+    def loss(self, model, variables, batch, rng, config):
+        logits, bs = _apply(model, variables, batch["image"], True, rng)
+        logits = logits.astype(jnp.float32)
+        loss = self._seg().cross_entropy(logits, batch["mask"])
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["mask"])
+        return loss, {"pixel_accuracy": acc}, bs
+
+    def eval_sums(self, model, variables, batch, config):
+        logits, _ = _apply(model, variables, batch["image"], False, None)
+        k = logits.shape[-1]
+        pred = jnp.argmax(logits, -1).reshape(-1)
+        mask = batch["mask"].reshape(-1)
+        valid = jnp.broadcast_to(
+            _valid(batch, logits.shape[0])[:, None, None], logits.shape[:3]
+        ).reshape(-1)
+        # confusion[true, pred] over valid pixels
+        conf = jnp.zeros((k, k), jnp.float32).at[mask, pred].add(valid)
+        return {"confusion": conf, "count": jnp.sum(valid)}
+
+    def finalize(self, sums):
+        conf = np.asarray(sums["confusion"], np.float64)
+        inter = np.diag(conf)
+        union = conf.sum(0) + conf.sum(1) - inter
+        present = union > 0
+        iou = inter[present] / union[present]
+        return {
+            "mean_iou": float(iou.mean()) if iou.size else 0.0,
+            "pixel_accuracy": float(inter.sum() / max(conf.sum(), 1.0)),
+        }
+
+
+for _t in (Classification(), LinProbe(), MAE(), Segmentation()):
+    register_task(_t)

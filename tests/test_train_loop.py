@@ -1,0 +1,176 @@
+"""End-to-end runs of ``python -m jaxbones.launch`` in subprocesses (a tiny ResNet on the
+in-memory 'synthetic' dataset): bit-identical determinism, exact resume after SIGTERM and
+SIGKILL at random steps, restore onto another device count, a two-process gloo run, and
+the error messages for bad keys / another model's checkpoint."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 8
+BASE = [
+    "--config.model=resnet18",
+    "--config.model_kwargs.layers=(1,1,1,1)",
+    "--config.dataset=synthetic",
+    "--config.num_classes=10",
+    "--config.synthetic_size=64",
+    "--config.image_size=32",
+    "--config.global_batch_size=16",
+    f"--config.num_steps={STEPS}",
+    "--config.log_every=1",
+    "--config.ckpt_every=2",
+    "--config.eval_batch_size=16",
+    "--config.progress=false",
+    "--config.plot=false",
+    "--config.optimizer.warmup_steps=2",
+]
+
+
+def _launch(workdir, *extra, devices=8, cache=None, timeout=300, env_extra=None, wait=True):
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=ROOT,
+    )
+    env.update(env_extra or {})
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxbones.launch",
+        *BASE,
+        f"--config.workdir={workdir}",
+        f"--config.compile_cache={cache or ''}",
+        *extra,
+    ]
+    p = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if not wait:
+        return p
+    out, _ = p.communicate(timeout=timeout)
+    return p.returncode, out
+
+
+def _curve(workdir):
+    """Train loss per step; after a resume the last value written for a step wins."""
+    rows = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["split"] == "train":
+                rows[r["step"]] = r["loss"]
+    return [rows[s] for s in sorted(rows)]
+
+
+def _params(workdir, step=STEPS):
+    mngr = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(read_only=True)
+    )
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    mngr.close()
+    return jax.tree_util.tree_leaves(out["state"]["params"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("xla_cache"))
+    wd = str(tmp_path_factory.mktemp("ref"))
+    rc, out = _launch(wd, cache=cache)
+    assert rc == 0, out
+    return {"workdir": wd, "cache": cache, "curve": _curve(wd)}
+
+
+def test_determinism_and_exact_resume_after_sigterm_and_sigkill(reference, tmp_path):
+    ref = reference["curve"]
+    assert len(ref) == STEPS and ref[-1] < ref[0]
+    wd = str(tmp_path / "run")
+    rng = random.Random()
+    term_at = rng.choice([3, 5])  # between checkpoints (every 2 steps)
+    kill_at = rng.randrange(term_at + 1, STEPS)
+    print(f"SIGTERM at step {term_at}, SIGKILL at step {kill_at}")
+    rc, out = _launch(
+        wd,
+        f"--config.debug_signal_at_step={term_at}",
+        "--config.debug_signal=SIGTERM",
+        cache=reference["cache"],
+    )
+    assert rc == 0, out
+    assert "SIGTERM" in out and os.path.isdir(os.path.join(wd, "checkpoints", str(term_at))), out
+    rc, out = _launch(wd, f"--config.debug_signal_at_step={kill_at}", cache=reference["cache"])
+    assert rc == -signal.SIGKILL, out
+    assert f"resumed from {wd}/checkpoints step {term_at}" in out, out
+    rc, out = _launch(wd, cache=reference["cache"])
+    assert rc == 0 and "resumed" in out, out
+    # same seed, interrupted twice: the loss curve and the final parameters are bit-identical
+    assert _curve(wd) == ref
+    for a, b in zip(_params(wd), _params(reference["workdir"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restore_onto_another_device_count(reference, tmp_path):
+    import shutil
+
+    wd = str(tmp_path / "four")
+    shutil.copytree(reference["workdir"], wd)
+    for s in (STEPS, STEPS - 2):  # resume the 8-device run's step-4 checkpoint on 4 devices
+        shutil.rmtree(os.path.join(wd, "checkpoints", str(s)))
+    os.remove(os.path.join(wd, "metrics.jsonl"))
+    rc, out = _launch(wd, devices=4)
+    assert rc == 0 and "resumed" in out and '"devices": 4' in out, out
+    np.testing.assert_allclose(_curve(wd), reference["curve"][4:], rtol=2e-4)
+
+
+def test_two_processes_match_one_process(reference, tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    wd = str(tmp_path / "two")
+    procs = [
+        _launch(
+            wd,
+            f"--coordinator=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            devices=4,
+            wait=False,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert '"process_count": 2' in outs[0] and '"devices": 8' in outs[0]
+    np.testing.assert_allclose(_curve(wd), reference["curve"], rtol=1e-5)
+
+
+def test_bad_config_key_fails_with_suggestion(tmp_path):
+    rc, out = _launch(str(tmp_path), "--config.optimizer.lrr=0.1", timeout=120)
+    assert rc != 0 and "did you mean lr" in out
+
+
+def test_checkpoint_of_another_model_names_the_fix(reference):
+    from jaxbones.registry import init_shapes
+    from jaxbones.train.checkpoint import load_params
+
+    target = jax.tree_util.tree_map(
+        lambda s: np.zeros(s.shape, s.dtype), init_shapes("resnet50", num_classes=10)["params"]
+    )
+    with pytest.raises(ValueError, match="'resnet18' checkpoint.*--config.model"):
+        load_params(reference["workdir"], target, "resnet50")
+    # the same model loads
+    tgt18 = jax.tree_util.tree_map(
+        lambda s: np.zeros(s.shape, s.dtype),
+        init_shapes("resnet18", num_classes=10, layers=(1, 1, 1, 1))["params"],
+    )
+    _, report = load_params(reference["workdir"], tgt18, "resnet18")
+    assert report["copied"] == report["total"] and report["step"] == STEPS
