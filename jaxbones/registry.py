@@ -148,7 +148,9 @@ def count_params(tree: Any) -> int:
 
 @functools.cache
 def _num_params(name: str) -> int:
-    return count_params(init_shapes(name)["params"])
+    # Scanned stacks hold the same parameters (stacked) and trace one block instead of all.
+    overrides = {"scan": True} if "scan" in model_fields(name) else {}
+    return count_params(init_shapes(name, **overrides)["params"])
 
 
 def model_info(name: str) -> dict[str, Any]:
