@@ -71,7 +71,8 @@ def test_forward_backward_every_model(name):
     h, w, c = info["input_size"]
     size = getattr(model, "smoke_size", None) or min(h, max(info["min_size"], 64))
     x = jnp.ones((2, size, size if h == w else w, c))
-    variables = model.init(jax.random.PRNGKey(0), x)
+    # one jitted init: eager init compiles every initializer op separately (seconds each)
+    variables = jax.jit(lambda r: model.init(r, x))(jax.random.PRNGKey(0))
 
     def loss(params):
         out = model.apply(

@@ -1,0 +1,29 @@
+"""Input pipeline: tfds ArrayRecord sources fed by grain, transforms, mixup/cutmix, and the
+offline digits datasets.
+
+Public API (see contracts): `dataset_info`, `make_train_iterator`, `make_eval_iterator`,
+`mixup_cutmix`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
+"""
+
+from jaxbones.data.datasets import (
+    DatasetNotPreparedError,
+    dataset_info,
+    default_data_dir,
+    ensure_local_dataset,
+    open_source,
+)
+from jaxbones.data.mixup import mixup_cutmix, smooth_one_hot
+from jaxbones.data.pipeline import make_eval_iterator, make_train_iterator, per_process_batch_size
+
+__all__ = [
+    "DatasetNotPreparedError",
+    "dataset_info",
+    "default_data_dir",
+    "ensure_local_dataset",
+    "make_eval_iterator",
+    "make_train_iterator",
+    "mixup_cutmix",
+    "open_source",
+    "per_process_batch_size",
+    "smooth_one_hot",
+]

@@ -8,8 +8,15 @@ or ``"cudnn"`` (flash attention on NVIDIA GPUs, bf16/fp16 only).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# timm's ViT init for Linear layers (trunc_normal std 0.02)
+_dense_init = nn.initializers.truncated_normal(0.02)
 
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 
@@ -54,3 +61,59 @@ def dot_product_attention(
         is_causal=is_causal,
         implementation=implementation,
     )
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with a fused ``qkv`` projection (timm ``Attention``).
+
+    The ``qkv`` Dense has 3 * dim outputs in PyTorch's row order: [q, k, v], inside each
+    [head0, head1, ...] with ``head_dim`` contiguous, so timm/MAE ``attn.qkv.weight`` converts
+    with a plain transpose. The kernel is ``dot_product_attention`` (one entry point); when
+    attention dropout is active (training with ``attn_drop > 0``) the probabilities are formed
+    explicitly so they can be dropped, as timm does.
+
+    Attributes:
+      num_heads: attention heads (dim must divide evenly).
+      qkv_bias: bias on ``qkv``; proj_bias: bias on ``proj``.
+      attn_drop: dropout on the attention probabilities; proj_drop: dropout after ``proj``.
+      implementation: kernel for ``dot_product_attention`` (None, "xla", "cudnn").
+      dtype, param_dtype: compute and parameter dtypes.
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+    implementation: str | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True, bias=None, mask=None):
+        b, n, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"attention dim {c} is not divisible by num_heads={self.num_heads}")
+        head_dim = c // self.num_heads
+        dense = functools.partial(
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_dense_init
+        )
+        qkv = dense(3 * c, use_bias=self.qkv_bias, name="qkv")(x)
+        qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # [B, L, 3, H, D] (torch rows)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [B, L, H, D]
+        if self.attn_drop > 0.0 and not deterministic:
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim**-0.5
+            if bias is not None:
+                logits = logits + bias.astype(jnp.float32)
+            if mask is not None:
+                logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+            probs = nn.Dropout(self.attn_drop)(probs, deterministic=False)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        else:
+            out = dot_product_attention(
+                q, k, v, bias=bias, mask=mask, implementation=self.implementation
+            )
+        out = out.reshape(b, n, c)  # [B, L, H * D], heads contiguous as in torch
+        out = dense(c, use_bias=self.proj_bias, name="proj")(out)
+        return nn.Dropout(self.proj_drop)(out, deterministic)

@@ -77,3 +77,30 @@ def global_pool(x, pool_type: str = "avg"):
     if pool_type == "avgmax":
         return 0.5 * (x.mean(axes) + x.max(axes))
     raise ValueError(f"unknown pool_type {pool_type!r}; valid: avg, max, avgmax")
+
+
+def _adaptive_ranges(n: int, out: int) -> list[tuple[int, int]]:
+    # torch's adaptive pooling windows (aten/src/ATen/native/AdaptiveAveragePooling.cpp):
+    # start = floor(i * n / out), end = ceil((i + 1) * n / out); windows may overlap.
+    return [((i * n) // out, -((-(i + 1) * n) // out)) for i in range(out)]
+
+
+def _adaptive_axis(x, axis: int, out: int):
+    n = x.shape[axis]
+    if n % out == 0:  # equal, disjoint windows: one reshape and mean
+        shape = (*x.shape[:axis], out, n // out, *x.shape[axis + 1 :])
+        return x.reshape(shape).mean(axis + 1)
+    cols = [lax.slice_in_dim(x, s, e, axis=axis).mean(axis) for s, e in _adaptive_ranges(n, out)]
+    return jnp.stack(cols, axis=axis)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d`` on NHWC input.
+
+    Output cell ``(i, j)`` averages rows ``floor(i*H/oh) .. ceil((i+1)*H/oh)`` and the same
+    for columns, exactly as PyTorch (windows overlap when ``H`` is not a multiple of ``oh``,
+    and an input smaller than the output is replicated). A rectangle mean equals the mean of
+    its row means, so the two axes are pooled one after the other.
+    """
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    return _adaptive_axis(_adaptive_axis(x, 1, oh), 2, ow)

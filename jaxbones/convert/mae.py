@@ -1,0 +1,47 @@
+"""facebookresearch/mae checkpoint layout (``models_mae.MaskedAutoencoderViT``).
+
+Keys: ``patch_embed.proj``, ``cls_token``, ``pos_embed`` (fixed), ``blocks.{i}.*`` (timm
+``Block``), ``norm``, ``decoder_embed``, ``mask_token``, ``decoder_pos_embed`` (fixed),
+``decoder_blocks.{i}.*``, ``decoder_norm``, ``decoder_pred``; files wrap them as
+``{'model': state_dict}`` (unwrapped by ``load_state_dict``). The released encoder-only
+pre-trained files load with the decoder reported missing (not an error unless ``strict``);
+the fixed tables are recomputed when absent or built for another image size. Fine-tuned MAE
+files are plain timm ViTs with ``global_pool='avg'`` (``fc_norm`` + ``head``): load them with
+``from_torch('vit_base_patch16_224', sd, global_pool='avg')``.
+"""
+
+from __future__ import annotations
+
+from jaxbones.convert.core import Converter, register_converter
+from jaxbones.convert.vit import _scan_layout
+from jaxbones.layers.pos_embed import sincos_2d_table
+
+
+def _fixed_tables(sd: dict, model) -> dict:
+    # The tables are deterministic functions of (dim, grid): fill them in when the file has
+    # none (encoder-only exports may drop them) or has them for another grid.
+    out = dict(sd)
+    for key, dim in (
+        ("pos_embed", model.embed_dim),
+        ("decoder_pos_embed", model.decoder_embed_dim),
+    ):
+        shape = (1, model.num_patches + 1, dim)
+        encoder_present = any(k.startswith("blocks.") for k in sd)
+        decoder_present = any(k.startswith("decoder_") for k in sd)
+        present = decoder_present if key.startswith("decoder") else encoder_present
+        if present and (key not in sd or tuple(sd[key].shape) != shape):
+            out[key] = sincos_2d_table(dim, model.grid_size)[None].astype("float32")
+    return out
+
+
+_to_scanned, _to_unrolled = _scan_layout(("blocks", "decoder_blocks"))
+
+register_converter(
+    "mae",
+    Converter(
+        rules=[(r"^blocks_(\d+)", r"blocks.\1"), (r"^decoder_blocks_(\d+)", r"decoder_blocks.\1")],
+        canonicalize=_fixed_tables,
+        to_scanned=_to_scanned,
+        to_unrolled=_to_unrolled,
+    ),
+)

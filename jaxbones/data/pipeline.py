@@ -1,0 +1,347 @@
+"""grain pipelines over tfds data sources: training (sharded, shuffled, checkpointable) and
+exact evaluation (padded, masked, every example once on any number of hosts).
+
+Training: `grain.DataLoader` with an `IndexSampler` sharded by process (each process reads
+the contiguous slice `even_split(n, shard)` of the records, the remainder dropped so all
+processes step together), shuffled by `seed` and reshuffled every epoch, a per-record numpy
+Generator seeded from (seed, position) for the random transforms, batches of
+global_batch_size // process_count, optional worker processes. The iterator's
+`get_state()` (bytes) / `set_state()` is saved with the training checkpoint.
+
+Evaluation: process p reads `even_split(n, p)` (no drop), every process yields the same
+number of batches (ceil(ceil(n / P) / b)), padded with zero images and `valid=False`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from grain._src.core.sharding import even_split
+
+from jaxbones.data import datasets, transforms
+
+__all__ = ["make_eval_iterator", "make_train_iterator", "per_process_batch_size"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# augment defaults per task; `rrc=False` replaces the random resized crop by a plain resize
+# of the whole image (small datasets such as digits).
+_AUGMENT_DEFAULTS = {
+    "classification": {
+        "rrc": True,
+        "scale": (0.08, 1.0),
+        "ratio": (3 / 4, 4 / 3),
+        "hflip": 0.5,
+        "interpolation": "bilinear",
+        "randaugment": None,
+        "reprob": 0.0,
+    },
+    # MAE (facebookresearch/mae main_pretrain.py): RandomResizedCrop(scale=(0.2, 1.0),
+    # interpolation=3 (bicubic)), RandomHorizontalFlip.
+    "mae": {
+        "rrc": True,
+        "scale": (0.2, 1.0),
+        "ratio": (3 / 4, 4 / 3),
+        "hflip": 0.5,
+        "interpolation": "bicubic",
+    },
+    "segmentation": {
+        "rrc": True,
+        "scale": (0.5, 1.0),
+        "ratio": (3 / 4, 4 / 3),
+        "hflip": 0.5,
+        "interpolation": "bilinear",
+    },
+}
+TASKS = tuple(_AUGMENT_DEFAULTS)
+
+
+def _augment_config(task: str, augment: dict | None) -> dict:
+    if task not in _AUGMENT_DEFAULTS:
+        raise ValueError(f"task {task!r}: use one of {TASKS}")
+    cfg = dict(_AUGMENT_DEFAULTS[task])
+    for key, val in (augment or {}).items():
+        if key not in cfg:
+            raise ValueError(f"augment key {key!r} is not valid for task {task!r}: use {list(cfg)}")
+        cfg[key] = val
+    return cfg
+
+
+def _processes(process_index, process_count):
+    if process_count is None:
+        process_count = jax.process_count()
+    if process_index is None:
+        process_index = jax.process_index()
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def _absl_flags_ready():
+    """grain's worker processes read absl flags; outside absl.app they were never parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _read_options(buffer: int):
+    """Read-ahead of `buffer` records with up to 16 threads (grain's default thread count)."""
+    return grain.ReadOptions(num_threads=min(16, buffer), prefetch_buffer_size=buffer)
+
+
+def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} must be divisible by the number of "
+            f"processes {process_count}"
+        )
+    return global_batch_size // process_count
+
+
+def _mask_image(mask) -> Any:
+    m = np.asarray(mask)
+    if m.ndim == 3:  # [H, W, 1] (tfds Image masks)
+        m = m[..., 0]
+    return transforms.Image.fromarray(m.astype(np.uint8))
+
+
+@dataclasses.dataclass
+class _TrainTransform(grain.transforms.RandomMap):
+    """Record -> augmented, normalised example (picklable for grain worker processes)."""
+
+    task: str
+    image_size: int
+    mean: tuple
+    std: tuple
+    cfg: dict
+    mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
+
+    def __post_init__(self):
+        ra = self.cfg.get("randaugment")
+        fill = tuple(round(255 * m) for m in self.mean) if len(self.mean) == 3 else (128,) * 3
+        interp = self.cfg["interpolation"]
+        self._ra = (
+            transforms.RandAugment(ra, fill, None if interp == "random" else interp) if ra else None
+        )
+
+    def random_map(self, element, rng: np.random.Generator):
+        cfg, size = self.cfg, self.image_size
+        img = transforms.to_pil(element["image"])
+        mask = _mask_image(element[self.mask_key[0]]) if self.task == "segmentation" else None
+        if cfg["rrc"]:
+            box = transforms.rrc_box(img.width, img.height, rng, cfg["scale"], cfg["ratio"])
+            box = (box[0], box[1], box[0] + box[2], box[1] + box[3])
+        else:
+            box = (0, 0, img.width, img.height)
+        interp = transforms.interpolation(cfg["interpolation"], rng)
+        img = transforms.crop_resize(img, box, size, interp)
+        if mask is not None:  # same crop, nearest neighbour so labels stay labels
+            mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
+        if cfg["hflip"] > 0 and rng.random() < cfg["hflip"]:
+            img = transforms.hflip(img)
+            mask = transforms.hflip(mask) if mask is not None else None
+        if self._ra is not None:
+            img = self._ra(img, rng)
+        if len(self.mean) == 1:  # grayscale model input: 1 channel
+            img = img.convert("L")
+        x = transforms.normalize(img, self.mean, self.std)
+        if cfg.get("reprob", 0) > 0:
+            x = transforms.random_erasing(x, rng, cfg["reprob"])
+        out = {"image": x}
+        if self.task == "classification":
+            out["label"] = np.int32(element["label"])
+        elif self.task == "segmentation":
+            out["mask"] = np.asarray(mask, np.int32) + self.mask_key[1]
+        return out
+
+
+@dataclasses.dataclass
+class _EvalTransform(grain.transforms.Map):
+    """Record (or _PAD) -> deterministic eval example with a `valid` flag."""
+
+    task: str
+    image_size: int
+    mean: tuple
+    std: tuple
+    crop_pct: float
+    interpolation: str
+    mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
+
+    def map(self, element):
+        size = self.image_size
+        if "_pad" in element:  # padding example: counted nowhere
+            out = {"image": np.zeros((size, size, len(self.mean)), np.float32)}
+            if self.task == "classification":
+                out["label"] = np.int32(0)
+            elif self.task == "segmentation":
+                out["mask"] = np.zeros((size, size), np.int32)
+            out["valid"] = np.bool_(False)
+            return out
+        img = transforms.to_pil(element["image"])
+        short = math.floor(size / self.crop_pct)
+        img = transforms.resize_shorter(img, short, transforms.interpolation(self.interpolation))
+        img = transforms.center_crop(img, size)
+        if len(self.mean) == 1:  # grayscale model input: 1 channel
+            img = img.convert("L")
+        out = {"image": transforms.normalize(img, self.mean, self.std)}
+        if self.task == "classification":
+            out["label"] = np.int32(element["label"])
+        elif self.task == "segmentation":
+            mask = _mask_image(element[self.mask_key[0]])
+            mask = transforms.resize_shorter(mask, short, transforms.INTERPOLATIONS["nearest"])
+            mask = np.asarray(transforms.center_crop(mask, size), np.int32)
+            out["mask"] = mask + self.mask_key[1]
+        out["valid"] = np.bool_(True)
+        return out
+
+
+def make_train_iterator(
+    dataset: str,
+    *,
+    split: str = "train",
+    global_batch_size: int,
+    image_size: int,
+    task: str = "classification",
+    seed: int = 0,
+    data_dir: str | None = None,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    augment: dict | None = None,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    prefetch: int = 2,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
+    """Iterator over this process's part of each global training batch (see module doc).
+
+    Yields classification {"image" f32 [b,H,W,C], "label" i32 [b]}, mae {"image"},
+    segmentation {"image", "mask" i32 [b,H,W]} with b = global_batch_size // process_count.
+    `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
+    and for classification randaugment ('rand-m9-mstd0.5') and reprob).
+    """
+    cfg = _augment_config(task, augment)
+    pi, pc = _processes(process_index, process_count)
+    batch = per_process_batch_size(global_batch_size, pc)
+    source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
+    shard = grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True)
+    if len(source) // pc < batch:
+        raise ValueError(
+            f"{dataset}/{split} has {len(source)} examples: too few for {pc} processes with "
+            f"{batch} examples per batch each"
+        )
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=shard,
+        shuffle=True,
+        num_epochs=num_epochs,
+        seed=int(seed),
+    )
+    ops = [
+        _TrainTransform(task, image_size, tuple(mean), tuple(std), cfg, datasets.mask_key(dataset)),
+        grain.transforms.Batch(batch_size=batch, drop_remainder=True),
+    ]
+    if worker_count > 0:
+        _absl_flags_ready()
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=ops,
+        worker_count=worker_count,
+        worker_buffer_size=max(1, prefetch),
+        shard_options=shard,
+        # record reads run ahead in threads: `prefetch` batches, not grain's default 500
+        # records (sized for remote storage), to bound memory with large images
+        read_options=_read_options(max(1, prefetch) * batch),
+    )
+    return iter(loader)
+
+
+_PAD = {"_pad": True}  # padding record (grain treats None as "filtered out")
+
+
+class _Padded:
+    """Source view: positions [0, num) map to records [start, end), the rest to _PAD."""
+
+    def __init__(self, source, start, end, num):
+        self.source, self.start, self.end, self.num = source, start, end, num
+
+    def __len__(self):
+        return self.num
+
+    def __getitem__(self, i):
+        j = self.start + i
+        return self.source[j] if j < self.end else _PAD
+
+
+class EvalIterable:
+    """Re-iterable exact evaluation pipeline; len() is the number of batches per process."""
+
+    def __init__(self, source, transform, batch, process_index, process_count, worker_count):
+        n = len(source)
+        start, end = even_split(n, grain.sharding.ShardOptions(process_index, process_count))
+        self.num_batches = math.ceil(math.ceil(n / process_count) / batch)
+        self.num_examples = end - start
+        self._source = _Padded(source, start, end, self.num_batches * batch)
+        self._transform, self._batch, self._workers = transform, batch, worker_count
+
+    def __len__(self):
+        return self.num_batches
+
+    def __iter__(self):
+        ds = grain.MapDataset.source(self._source).map(self._transform)
+        # the eval transform runs in the read threads (PIL releases the GIL), 2 batches ahead
+        ds = ds.to_iter_dataset(_read_options(2 * self._batch))
+        it = ds.batch(self._batch)
+        if self._workers > 0:
+            _absl_flags_ready()
+            it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers))
+        return iter(it)
+
+
+def make_eval_iterator(
+    dataset: str,
+    *,
+    split: str = "test",
+    global_batch_size: int,
+    image_size: int,
+    task: str = "classification",
+    crop_pct: float | None = None,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    data_dir: str | None = None,
+    interpolation: str = "bilinear",
+    worker_count: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> EvalIterable:
+    """Exact evaluation batches: every example of the split once over all processes.
+
+    Each batch has global_batch_size // process_count rows and a bool "valid" [b]; padding
+    rows are zeros with valid=False. crop_pct defaults to 0.875 for classification/mae and
+    1.0 (resize only, whole image kept) for segmentation.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: use one of {TASKS}")
+    if crop_pct is None:
+        crop_pct = 1.0 if task == "segmentation" else 0.875
+    pi, pc = _processes(process_index, process_count)
+    batch = per_process_batch_size(global_batch_size, pc)
+    source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
+    tf = _EvalTransform(
+        task,
+        image_size,
+        tuple(mean),
+        tuple(std),
+        crop_pct,
+        interpolation,
+        datasets.mask_key(dataset),
+    )
+    return EvalIterable(source, tf, batch, pi, pc, worker_count)

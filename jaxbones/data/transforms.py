@@ -1,0 +1,315 @@
+"""Per-example image transforms (PIL on uint8 images, numpy for the rest).
+
+Semantics follow torchvision/timm, which the PyTorch references were trained with:
+  random_resized_crop   torchvision RandomResizedCrop.get_params (10 tries, then the
+                        center-crop fallback clamped to the ratio range), one PIL resize.
+  resize_center_crop    timm eval: shorter side -> floor(size / crop_pct), center crop.
+  RandAugment           timm `rand-m9-mstd0.5[-n2][-p0.5][-inc1][-mmax10]`: n ops drawn with
+                        replacement from AutoContrast, Equalize, Invert, Rotate, Posterize,
+                        Solarize, SolarizeAdd, Color, Contrast, Brightness, Sharpness, ShearX,
+                        ShearY, TranslateXRel, TranslateYRel (`inc1`: the *Increasing variants),
+                        each applied with probability p; magnitude ~ N(m, mstd) clipped to
+                        [0, mmax]; geometric ops fill with the dataset mean and resample
+                        bilinear or bicubic at random.
+  random_erasing        timm RandomErasing(mode='pixel'): area 2%..1/3, log-uniform aspect
+                        0.3..3.3, 10 tries, per-pixel N(0, 1) fill on the normalised image.
+All randomness comes from the numpy Generator that grain hands each record (seeded by the
+pipeline seed and the record's position), so every example is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+__all__ = [
+    "INTERPOLATIONS",
+    "RandAugment",
+    "hflip",
+    "normalize",
+    "random_erasing",
+    "random_resized_crop",
+    "resize_center_crop",
+    "to_pil",
+]
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def to_pil(image) -> Image.Image:
+    """uint8 [H, W, C] array (C 1 or 3), encoded bytes or a PIL image -> RGB PIL image."""
+    if isinstance(image, Image.Image):
+        img = image
+    elif isinstance(image, bytes | bytearray):
+        import io
+
+        img = Image.open(io.BytesIO(image))
+    else:
+        arr = np.asarray(image)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        img = Image.fromarray(arr.astype(np.uint8, copy=False))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def interpolation(name: str, rng: np.random.Generator | None = None):
+    """PIL resample filter; 'random' picks bilinear or bicubic per image (timm)."""
+    if name == "random":
+        return INTERPOLATIONS["bilinear" if rng.random() < 0.5 else "bicubic"]
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {name!r}: use one of {[*INTERPOLATIONS, 'random']}")
+    return INTERPOLATIONS[name]
+
+
+def rrc_box(width, height, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(left, top, w, h) of an Inception-style crop (torchvision RandomResizedCrop.get_params)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return left, top, w, h
+    # fallback: the largest center crop with an aspect ratio inside `ratio`
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def random_resized_crop(img, size, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), interp="bilinear"):
+    """Random crop of area fraction `scale` and aspect `ratio`, resized to size x size."""
+    left, top, w, h = rrc_box(img.width, img.height, rng, scale, ratio)
+    return crop_resize(img, (left, top, left + w, top + h), size, interpolation(interp, rng))
+
+
+def crop_resize(img, box, size, resample):
+    """Crop `box` (left, top, right, bottom) then resize to size x size, as torchvision's
+    resized_crop. (PIL's `resize(box=...)` differs: its filter reads pixels outside the box.)"""
+    if box != (0, 0, img.width, img.height):
+        img = img.crop(box)
+    return img.resize((size, size), resample)
+
+
+def resize_shorter(img, short, resample):
+    """Resize so the shorter side is `short` (torchvision Resize(int) arithmetic)."""
+    w, h = img.size
+    if w <= h:
+        size = (short, int(short * h / w))
+    else:
+        size = (int(short * w / h), short)
+    return img if size == (w, h) else img.resize(size, resample)
+
+
+def center_crop(img, size):
+    """torchvision CenterCrop (round((H - size) / 2) offsets); images must be >= size."""
+    w, h = img.size
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
+    return img.crop((left, top, left + size, top + size))
+
+
+def resize_center_crop(img, size, crop_pct=0.875, interp="bilinear"):
+    """timm eval transform: shorter side to floor(size / crop_pct), then center crop."""
+    img = resize_shorter(img, math.floor(size / crop_pct), interpolation(interp))
+    return center_crop(img, size)
+
+
+def hflip(img):
+    return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+def normalize(img, mean, std) -> np.ndarray:
+    """uint8 image -> float32 (x / 255 - mean) / std, [H, W, C]."""
+    x = np.asarray(img, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[..., None]
+    scale = np.asarray(std, np.float32) * 255.0
+    return (x - np.asarray(mean, np.float32) * 255.0) / scale
+
+
+def random_erasing(x, rng, prob=0.25, min_area=0.02, max_area=1 / 3, min_aspect=0.3):
+    """timm RandomErasing(mode='pixel', max_count=1) on a normalised float [H, W, C] array."""
+    if prob <= 0 or rng.random() > prob:
+        return x
+    height, width, chans = x.shape
+    area = height * width
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    for _ in range(10):
+        target = rng.uniform(min_area, max_area) * area
+        aspect = math.exp(rng.uniform(*log_aspect))
+        h = round(math.sqrt(target * aspect))
+        w = round(math.sqrt(target / aspect))
+        if w < width and h < height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            x = x.copy()
+            x[top : top + h, left : left + w] = rng.standard_normal((h, w, chans), np.float32)
+            return x
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# RandAugment (timm semantics; levels map magnitude m in [0, 10] to op arguments)
+
+
+def _negate(v, rng):
+    return -v if rng.random() > 0.5 else v
+
+
+def _affine(img, matrix, fill, resample):
+    return img.transform(img.size, Image.Transform.AFFINE, matrix, resample, fillcolor=fill)
+
+
+def _solarize_add(img, add, thresh=128):
+    lut = [min(255, i + add) if i < thresh else i for i in range(256)]
+    return img.point(lut * len(img.getbands()))
+
+
+def _posterize(img, bits):
+    return img if bits >= 8 else ImageOps.posterize(img, bits)
+
+
+def _enhance(kind):
+    return lambda img, f, **_: kind(img).enhance(f)
+
+
+# name -> (op(img, arg, fill=, resample=), level(m, rng, img) -> arg or None)
+def _ops(increasing: bool):
+    def enh(m, rng, img):
+        if increasing:  # 1 +- 0.9 m / 10, kept >= 0.1
+            return max(0.1, 1.0 + _negate(m / 10 * 0.9, rng))
+        return m / 10 * 1.8 + 0.1
+
+    geometric = {
+        "Rotate": (
+            lambda img, a, fill, resample: img.rotate(a, resample=resample, fillcolor=fill),
+            lambda m, rng, img: _negate(m / 10 * 30.0, rng),
+        ),
+        "ShearX": (
+            lambda img, a, fill, resample: _affine(img, (1, a, 0, 0, 1, 0), fill, resample),
+            lambda m, rng, img: _negate(m / 10 * 0.3, rng),
+        ),
+        "ShearY": (
+            lambda img, a, fill, resample: _affine(img, (1, 0, 0, a, 1, 0), fill, resample),
+            lambda m, rng, img: _negate(m / 10 * 0.3, rng),
+        ),
+        "TranslateXRel": (
+            lambda img, a, fill, resample: _affine(img, (1, 0, a, 0, 1, 0), fill, resample),
+            lambda m, rng, img: _negate(m / 10 * 0.45, rng) * img.width,
+        ),
+        "TranslateYRel": (
+            lambda img, a, fill, resample: _affine(img, (1, 0, 0, 0, 1, a), fill, resample),
+            lambda m, rng, img: _negate(m / 10 * 0.45, rng) * img.height,
+        ),
+    }
+    if increasing:
+        posterize = lambda m, rng, img: 4 - int(m / 10 * 4)
+        solarize = lambda m, rng, img: 256 - min(256, int(m / 10 * 256))
+    else:
+        posterize = lambda m, rng, img: int(m / 10 * 4)
+        solarize = lambda m, rng, img: min(256, int(m / 10 * 256))
+    pixel = {
+        "AutoContrast": (lambda img, a, **_: ImageOps.autocontrast(img), None),
+        "Equalize": (lambda img, a, **_: ImageOps.equalize(img), None),
+        "Invert": (lambda img, a, **_: ImageOps.invert(img), None),
+        "Posterize": (lambda img, a, **_: _posterize(img, a), posterize),
+        "Solarize": (lambda img, a, **_: ImageOps.solarize(img, a), solarize),
+        "SolarizeAdd": (
+            lambda img, a, **_: _solarize_add(img, a),
+            lambda m, rng, img: min(128, int(m / 10 * 110)),
+        ),
+        "Color": (_enhance(ImageEnhance.Color), enh),
+        "Contrast": (_enhance(ImageEnhance.Contrast), enh),
+        "Brightness": (_enhance(ImageEnhance.Brightness), enh),
+        "Sharpness": (_enhance(ImageEnhance.Sharpness), enh),
+    }
+    return {**pixel, **geometric}
+
+
+RAND_OPS = [
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "Posterize",
+    "Solarize",
+    "SolarizeAdd",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+]
+
+
+class RandAugment:
+    """timm-style RandAugment parsed from a config string such as 'rand-m9-mstd0.5'.
+
+    Attributes: magnitude (m), num_layers (n), prob (p), magnitude_std (mstd; > 100 means
+    uniform in [0, m]), magnitude_max (mmax), increasing (inc), fill (RGB uint8 fill of
+    geometric ops, timm uses the dataset mean), interp (None: random bilinear/bicubic).
+    """
+
+    def __init__(self, config: str, fill=(124, 116, 104), interp: str | None = None):
+        parts = config.split("-")
+        if parts[0] != "rand":
+            raise ValueError(f"RandAugment config {config!r} must start with 'rand-'")
+        self.magnitude, self.num_layers, self.prob = 10.0, 2, 0.5
+        self.magnitude_std, self.magnitude_max, self.increasing = 0.0, 10.0, False
+        for part in parts[1:]:
+            m = re.fullmatch(r"(mstd|mmax|inc|m|n|p)([\d.]+)", part)
+            if m is None:
+                raise ValueError(
+                    f"RandAugment config {config!r}: unknown section {part!r} "
+                    "(valid: m<int>, n<int>, p<float>, mstd<float>, mmax<int>, inc<0|1>)"
+                )
+            key, val = m.groups()
+            if key == "m":
+                self.magnitude = float(val)
+            elif key == "n":
+                self.num_layers = int(val)
+            elif key == "p":
+                self.prob = float(val)
+            elif key == "mstd":
+                self.magnitude_std = math.inf if float(val) > 100 else float(val)
+            elif key == "mmax":
+                self.magnitude_max = float(val)
+            else:
+                self.increasing = bool(int(val))
+        self.fill = tuple(int(v) for v in fill)
+        self.interp = interp
+        self._ops = _ops(self.increasing)
+
+    def __call__(self, img, rng: np.random.Generator):
+        for name in rng.choice(RAND_OPS, self.num_layers, replace=True):
+            if self.prob < 1.0 and rng.random() > self.prob:
+                continue
+            m = self.magnitude
+            if self.magnitude_std == math.inf:
+                m = rng.uniform(0, m)
+            elif self.magnitude_std > 0:
+                m = rng.normal(m, self.magnitude_std)
+            m = max(0.0, min(m, self.magnitude_max))
+            op, level = self._ops[name]
+            arg = level(m, rng, img) if level is not None else None
+            resample = interpolation(self.interp or "random", rng)
+            img = op(img, arg, fill=self.fill, resample=resample)
+        return img

@@ -1,0 +1,103 @@
+"""scripts/prepare_imagenet.py argument checking and messages (not the real build),
+scripts/bench_input.py on a tiny synthetic JPEG set, and the encoded-image (JPEG) path."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from jaxbones import data
+from jaxbones.data.synthetic import SyntheticJpeg
+from scripts import bench_input, prepare_imagenet
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def _fake_tars(manual, sizes=None):
+    os.makedirs(manual, exist_ok=True)
+    for name, size in prepare_imagenet.IMAGENET_TARS.items():
+        with open(os.path.join(manual, name), "wb") as f:
+            f.truncate((sizes or {}).get(name, size))  # sparse: no disk used
+
+
+def test_missing_tars_message(tmp_path, capsys):
+    rc = prepare_imagenet.main(["--data_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    manual = os.path.join(str(tmp_path), "downloads", "manual")
+    for name in prepare_imagenet.IMAGENET_TARS:
+        assert f"missing {os.path.join(manual, name)}" in err
+    assert "image-net.org" in err and f"place them in {manual}" in err
+
+
+def test_wrong_size_then_ok(tmp_path, capsys):
+    manual = str(tmp_path / "m")
+    _fake_tars(manual, {"ILSVRC2012_img_val.tar": 1000})
+    rc = prepare_imagenet.main(["--data_dir", str(tmp_path), "--manual_dir", manual])
+    assert rc == 2 and "has 1,000 bytes, expected 6,744,924,160" in capsys.readouterr().err
+    rc = prepare_imagenet.main(
+        ["--data_dir", str(tmp_path), "--manual_dir", manual, "--skip_size_check", "--check_only"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0 and "~150 GB" in out and "hours" in out
+
+
+@pytest.mark.skipif(HAS_TF, reason="would start a real tfds build")
+def test_tensorflow_missing_message(tmp_path, capsys):
+    _fake_tars(str(tmp_path / "downloads" / "manual"))
+    assert prepare_imagenet.main(["--data_dir", str(tmp_path)]) == 3
+    assert "pip install tensorflow" in capsys.readouterr().err
+    assert prepare_imagenet.main(["--dataset", "oxford_iiit_pet", "--data_dir", str(tmp_path)]) == 3
+
+
+def test_digits_need_no_preparation(tmp_path, capsys):
+    assert prepare_imagenet.main(["--dataset", "digits", "--data_dir", str(tmp_path)]) == 0
+    assert len(data.open_source("digits", "train", str(tmp_path))) == 1437
+
+
+@pytest.fixture(scope="module")
+def jpeg_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("jpeg"))
+    old, SyntheticJpeg.NUM_IMAGES = SyntheticJpeg.NUM_IMAGES, 12
+    try:
+        SyntheticJpeg(data_dir=d, file_format="array_record").download_and_prepare()
+    finally:
+        SyntheticJpeg.NUM_IMAGES = old
+    return d
+
+
+def test_encoded_jpeg_path(jpeg_dir):
+    raw = data.open_source("synthetic_jpeg", "train", jpeg_dir, encoded_images=True)
+    dec = data.open_source("synthetic_jpeg", "train", jpeg_dir)
+    assert isinstance(raw[0]["image"], bytes) and dec[0]["image"].shape in (
+        (375, 500, 3),
+        (500, 375, 3),
+    )
+    kw = {
+        "global_batch_size": 4,
+        "image_size": 64,
+        "data_dir": jpeg_dir,
+        "process_index": 0,
+        "process_count": 1,
+    }
+    ev = list(data.make_eval_iterator("synthetic_jpeg", split="train", **kw))
+    assert len(ev) == 3 and all(b["valid"].all() for b in ev)
+    # PIL decoding of the bytes gives exactly tfds's decoded arrays
+    from jaxbones.data import pipeline
+
+    tf = pipeline._EvalTransform(
+        "classification", 64, pipeline.IMAGENET_MEAN, pipeline.IMAGENET_STD, 0.875, "bilinear"
+    )
+    np.testing.assert_array_equal(ev[0]["image"][1], tf.map(dec[1])["image"])
+    b = next(data.make_train_iterator("synthetic_jpeg", **kw))
+    assert b["image"].shape == (4, 64, 64, 3) and (b["label"] < 1000).all()
+
+
+def test_bench_input_runs(jpeg_dir, capsys):
+    bench_input.main(
+        ["--data_dir", jpeg_dir, "--num_images", "8", "--batch", "4", "--workers", "0"]
+    )
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("train", "eval"))]
+    assert len(rows) == 3 and all(float(r[-1]) > 0 for r in rows)
