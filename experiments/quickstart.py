@@ -17,6 +17,11 @@ def get_config():
     c.model = "resnet18"
     c.dataset = "digits"
     c.image_size = 32  # 8x8 upsampled (bilinear): ResNet's stem needs >= 32 px
+    # digits are tiny and not mirror-symmetric: a plain resize of the whole image instead of
+    # the random resized crop, no flips, no eval centre crop
+    c.augment.rrc = False
+    c.augment.hflip = 0.0
+    c.crop_pct = 1.0
     c.mean = (0.5, 0.5, 0.5)
     c.std = (0.5, 0.5, 0.5)
     c.global_batch_size = 64

@@ -47,21 +47,22 @@ def test_recipe_configs_build_lock_and_document(name):
 def test_missing_dataset_names_the_fix(tmp_path):
     from experiments import quickstart
 
-    with pytest.raises(Exception, match="no_such_dataset") as e:
+    with pytest.raises(Exception, match="imagenet2012") as e:
         from jaxbones.launch import main
 
         main(
             quickstart.get_config,
             [
-                "--config.dataset=no_such_dataset",
+                "--config.dataset=imagenet2012",
                 f"--config.workdir={tmp_path}",
                 f"--config.data_dir={tmp_path}",
             ],
         )
     msg = str(e.value).lower()
-    assert any(w in msg for w in ("download", "prepare", "build", "tfds")), msg
+    assert "prepare" in msg and "data_dir" in msg, msg  # names the preparation command
 
 
+@pytest.mark.slow  # ~180 ResNet-18 steps at 32 px: minutes on 2 CPU cores
 @pytest.mark.skipif(not HAS_DATA, reason="needs jaxbones.data (input pipeline branch)")
 def test_quickstart_reaches_95_percent(tmp_path):
     from experiments import quickstart
@@ -115,15 +116,16 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
             *TINY_VIT,
             f"--config.workdir={pre}",
             "--config.num_steps=30",
-            "--config.optimizer.lr=3e-3",
+            "--config.optimizer.lr=1e-2",
             "--config.model_kwargs.decoder_embed_dim=32",
             "--config.model_kwargs.decoder_depth=1",
             "--config.model_kwargs.decoder_num_heads=2",
+            "--config.model_kwargs.norm_pix_loss=false",
         ]
     )
     rows = [r for r in out["_history"] if r["split"] == "train"]
     first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
-    assert last < 0.9 * first, (first, last)
+    assert last < 0.8 * first, (first, last)
     assert os.path.getsize(os.path.join(pre, "reconstruction.png")) > 1000
 
     ft = main(

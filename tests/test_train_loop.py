@@ -36,7 +36,7 @@ BASE = [
 ]
 
 
-def _launch(workdir, *extra, devices=8, cache=None, timeout=300, env_extra=None, wait=True):
+def _launch(workdir, *extra, devices=8, cache=None, timeout=900, env_extra=None, wait=True):
     env = dict(os.environ)
     env.update(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
@@ -147,7 +147,7 @@ def test_two_processes_match_one_process(reference, tmp_path):
         )
         for i in range(2)
     ]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert '"process_count": 2' in outs[0] and '"devices": 8' in outs[0]
     np.testing.assert_allclose(_curve(wd), reference["curve"], rtol=1e-5)

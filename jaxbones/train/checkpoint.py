@@ -153,27 +153,18 @@ def load_params(path, target_params, target_model: str, prefix=()):
     if step is None:
         raise FileNotFoundError(f"config.init_from={path!r}: {directory} has no checkpoint")
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    meta_items = mngr.item_metadata(step)
-    tree = meta_items["state"]["params"] if meta_items and "state" in meta_items else None
-    abstract = (
-        jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
-        if tree is not None
-        else None
+    meta = meta or {}
+    # Restore onto this process's first device whatever topology saved it (shapes from the
+    # checkpoint's own metadata); only the params are used.
+    item = os.path.join(directory, str(step), "state")
+    ckptr = ocp.StandardCheckpointer()
+    md = ckptr.metadata(item)
+    tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree
     )
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                {"params": abstract},
-                restore_args={
-                    "params": jax.tree_util.tree_map(
-                        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract
-                    )
-                },
-                partial_restore=True,
-            )
-        ),
-    )["state"]["params"]
+    restored = jax.device_get(ckptr.restore(item, abstract)["params"])
     mngr.close()
     src = traverse_util.flatten_dict(restored, sep="/")
     dst = traverse_util.flatten_dict(target_params, sep="/")

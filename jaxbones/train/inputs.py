@@ -72,10 +72,25 @@ class ArrayEvalIterable:
             yield batch
 
 
-def synthetic(n: int, image_size: int, num_classes: int, seed: int = 0, channels: int = 3):
-    """Random images and labels = argmax of a fixed random linear map of the pooled image."""
+def synthetic(
+    n: int,
+    image_size: int,
+    num_classes: int,
+    seed: int = 0,
+    channels: int = 3,
+    smooth: bool = False,
+):
+    """Random images and labels = argmax of a fixed random linear map of the 2x2-pooled image.
+
+    ``smooth`` (used for MAE): 4x4 noise bilinearly upsampled + a little pixel noise + a
+    dataset mean of 1, so masked patches are predictable and the loss can fall.
+    """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, image_size, image_size, channels)).astype(np.float32)
+    if smooth:
+        low = rng.standard_normal((n, 4, 4, channels)).astype(np.float32)
+        x = np.asarray(jax.image.resize(low, (n, image_size, image_size, channels), "bilinear"))
+        x = (x + 1.0 + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
     w = np.random.default_rng(1234).standard_normal((channels * 4, num_classes))
     pooled = x.reshape(n, 2, image_size // 2, 2, image_size // 2, channels).mean((2, 4))
     y = np.argmax(pooled.reshape(n, -1) @ w, -1).astype(np.int32)
@@ -89,8 +104,9 @@ def make_iterators(config, num_classes_hint: int = 10):
     if config.dataset.startswith("synthetic"):
         k = config.num_classes if config.num_classes > 0 else num_classes_hint
         n = config.synthetic_size
-        tr = synthetic(n, config.image_size, k, seed=config.seed)
-        te = synthetic(max(n // 4, ebs), config.image_size, k, seed=config.seed + 1)
+        smooth = config.task == "mae"
+        tr = synthetic(n, config.image_size, k, seed=config.seed, smooth=smooth)
+        te = synthetic(max(n // 4, ebs), config.image_size, k, seed=config.seed + 1, smooth=smooth)
         if config.task == "mae":
             tr.pop("label"), te.pop("label")
         info = {"num_classes": k, "splits": {"train": n, "test": len(te["image"])}}
