@@ -114,14 +114,6 @@ def test_adaptive_avg_pool2d_matches_torch(hw, out):
     np.testing.assert_allclose(adaptive_avg_pool2d(jnp.asarray(x), out), ref, rtol=1e-6, atol=1e-6)
 
 
-def test_adaptive_pool_is_not_a_strided_pool():
-    # 13 -> 7 windows overlap (start floor(i*13/7), end ceil((i+1)*13/7)); a fixed 2x2 pool,
-    # the naive port, gives a different result on the same input.
-    x = jnp.asarray(images((1, 13, 13, 2), seed=4))
-    naive = jax.image.resize(x, (1, 7, 7, 2), "linear")
-    assert np.abs(np.asarray(adaptive_avg_pool2d(x, 7)) - np.asarray(naive)).max() > 1e-2
-
-
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg16_bn", "vgg19"])
 def test_features_match_timm(name):
     fm = jaxbones.create_model(name, features_only=True)
@@ -157,13 +149,11 @@ def test_feature_values_vgg11_bn():
         assert_close(o, r)
 
 
-def test_round_trip_and_pre_logits():
+def test_pre_logits():
+    # (the conversion round trip is covered by the train test's to_torch of running stats
+    # and, bit-exact, by the DenseNet/Inception tests: VGG's converter is a pure rename)
     name = "vgg11_bn"
     tm, variables = reference(name)
-    sd = tm.state_dict()
-    back = jaxbones.convert.to_torch(name, variables, tensors=True)
-    assert set(back) == set(sd)
-    assert all(torch.equal(back[k], sd[k]) for k in sd)
     # num_classes=0 returns the 4096-d pre-logits (the input of classifier.6)
     x = images((1, 32, 32, 3), seed=6)
     params = {k: v for k, v in variables["params"].items() if k != "classifier_6"}
