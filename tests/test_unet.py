@@ -25,6 +25,7 @@ PARAM_COUNTS = {
     "unet_resnet50": 30_468_114,
     "unetpp_resnet18": 15_551_730,
     "unet3p_resnet18": 20_474_242,
+    "unet_swin_tiny": 31_231_260,
     "espcn_x2": 21_284,
     "espcn_x3": 22_729,
     "espcn_x4": 24_752,
@@ -52,6 +53,16 @@ SMOKE_OVERRIDES = {
     "unet_resnet50": {"backbone_kwargs": _BB3, "decoder_widths": (16, 8, 8)},
     "unetpp_resnet18": {"backbone_kwargs": _BB3, "decoder_widths": (16, 8, 8)},
     "unet3p_resnet18": {"backbone_kwargs": _BB3, "cat_channels": 8},
+    "unet_swin_tiny": {
+        "backbone_kwargs": {
+            "depths": (1, 1, 1, 1),
+            "num_heads": (1, 1, 1, 1),
+            "embed_dim": 16,
+            "img_size": 32,
+            "window_size": 4,
+        },
+        "decoder_widths": (16, 8, 8, 8),
+    },
 }
 
 
@@ -268,7 +279,11 @@ def test_every_unet_variant_trains(name):
     def step(params, stats, opt):
         def loss_fn(p):
             out, upd = model.apply(
-                {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+                {"params": p, "batch_stats": stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": jax.random.PRNGKey(1), "drop_path": jax.random.PRNGKey(2)},
             )
             return seg.segmentation_loss(out, mask, dice_weight=0.5), upd["batch_stats"]
 
@@ -289,8 +304,8 @@ def test_every_unet_variant_trains(name):
 
 
 def test_digits_recipe_reaches_mean_iou_floor(tmp_path):
-    # experiments/unet_digits.py states 0.96 test mean IoU at its defaults (300 steps); this
-    # shortened schedule measured 0.87; the floor leaves room for platform differences.
+    # experiments/unet_digits.py states 0.960 test mean IoU at its defaults (300 steps); this
+    # shortened schedule (120 steps) measured 0.798; the floor sits a little below.
     from experiments import unet_digits
 
     c = unet_digits.parse_overrides(

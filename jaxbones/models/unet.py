@@ -433,3 +433,11 @@ _reg("unet_resnet18", functools.partial(UNet, backbone="resnet18"), 32)
 _reg("unet_resnet50", functools.partial(UNet, backbone="resnet50"), 32)
 _reg("unetpp_resnet18", functools.partial(UNetPlusPlus, backbone="resnet18"), 32)
 _reg("unet3p_resnet18", functools.partial(UNet3Plus, backbone="resnet18"), 32)
+# the same generic code on a transformer backbone (feature reductions 4, 8, 16, 32)
+register_model(
+    "unet_swin_tiny",
+    functools.partial(UNet, backbone="swin_tiny_patch4_window7_224"),
+    family="unet",
+    input_size=(224, 224, 3),
+    min_size=32,
+)
