@@ -9,6 +9,16 @@ import jaxbones
 
 TOL = 1e-4  # PARITY.md: logits within 1e-4, relative to the logit scale
 
+# Tests are dominated by XLA compile time on 2 CPU cores; the backend's optimisation passes
+# change speed, not results, so tests that run a program once skip them.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def fast_jit(fn, **kw):
+    import jax
+
+    return jax.jit(fn, compiler_options=FAST_COMPILE, **kw)
+
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Makes mistakes visible: BatchNorm running statistics, norm scales/biases and all

@@ -4,7 +4,7 @@ every registered model has an exact parameter-count test and a parity test."""
 import jax
 import jax.numpy as jnp
 import pytest
-from helpers import registered_in_tests
+from helpers import fast_jit, registered_in_tests
 
 import jaxbones
 
@@ -72,7 +72,7 @@ def test_forward_backward_every_model(name):
     size = getattr(model, "smoke_size", None) or min(h, max(info["min_size"], 64))
     x = jnp.ones((2, size, size if h == w else w, c))
     # one jitted init: eager init compiles every initializer op separately (seconds each)
-    variables = jax.jit(lambda r: model.init(r, x))(jax.random.PRNGKey(0))
+    variables = fast_jit(lambda r: model.init(r, x))(jax.random.PRNGKey(0))
 
     def loss(params):
         out = model.apply(
@@ -86,6 +86,6 @@ def test_forward_backward_every_model(name):
             jnp.sum(jnp.square(o.astype(jnp.float32))) for o in jax.tree_util.tree_leaves(out)
         )
 
-    value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    value, grads = fast_jit(jax.value_and_grad(loss))(variables["params"])
     assert jnp.isfinite(value)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))

@@ -12,6 +12,7 @@ import torchvision
 from helpers import (
     assert_close,
     convert,
+    fast_jit,
     images,
     jax_forward,
     randomize_,
@@ -63,7 +64,7 @@ def test_eval_parity_224(name):
     x = images((1, 224, 224, 3))
     with torch.no_grad():
         ref = tm(to_nchw(x)).numpy()
-    out = jax.jit(lambda v, x: jax_forward(name, v, x))(variables, x)
+    out = fast_jit(lambda v, x: jax_forward(name, v, x))(variables, x)
     assert out.shape == (1, 1000)
     assert_close(out, ref)
 
