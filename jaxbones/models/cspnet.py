@@ -38,6 +38,7 @@ from jaxbones.layers import (
     global_pool,
     max_pool2d,
 )
+from jaxbones.models._features import select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -241,16 +242,6 @@ class CspStage(nn.Module):
         return self._cba(self.features, 1, name="conv_transition")(x, train)
 
 
-def _select(levels, out_indices):
-    n = len(levels)
-    if out_indices is None:
-        return list(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
-
-
 class CspNet(nn.Module):
     """CSPNet / Darknet as timm's ``CspNet`` (single-conv stems, output stride 32).
 
@@ -323,7 +314,7 @@ class CspNet(nn.Module):
         for i, (c, s) in enumerate(zip(self.channels, _per_stage(self.strides, len(self.depths)))):
             red *= s
             levels.append({"num_chs": c, "reduction": red, "module": f"stages.{i}"})
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -374,7 +365,7 @@ class CspNet(nn.Module):
             )(x, train)
             feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = global_pool(x, self.global_pool)
         if not self.num_classes:
             return x

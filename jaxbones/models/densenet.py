@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, avg_pool2d, check_input, conv2d, max_pool2d
+from jaxbones.models._features import select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -112,14 +113,6 @@ class Transition(nn.Module):
         return avg_pool2d(x, 2, 2)
 
 
-def _select(levels, out_indices):
-    n = len(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
-
-
 class DenseNet(nn.Module):
     """DenseNet-BC (torchvision layout).
 
@@ -178,7 +171,7 @@ class DenseNet(nn.Module):
         levels.append(
             {"num_chs": chs[-1], "reduction": 4 * 2 ** (n - 1), "module": "features.norm5"}
         )
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -211,7 +204,7 @@ class DenseNet(nn.Module):
         x = nn.relu(_bn(self, "norm5")(x, train))  # torchvision: F.relu after features.norm5
         feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = x.mean((1, 2))  # adaptive_avg_pool2d(x, (1, 1)): [B, C]
         if not self.num_classes:
             return x

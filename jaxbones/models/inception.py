@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers import ConvNormAct, avg_pool2d, check_input, max_pool2d
+from jaxbones.models._features import select_levels
 from jaxbones.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
 
 Dtype = Any
@@ -165,14 +166,6 @@ class InceptionAux(_Block):
         )(x)
 
 
-def _select(levels, out_indices):
-    n = len(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
-
-
 class InceptionV3(nn.Module):
     """Inception-v3 (torchvision ``Inception3``).
 
@@ -219,7 +212,7 @@ class InceptionV3(nn.Module):
             {"num_chs": 768, "reduction": 16, "module": "Mixed_6e"},
             {"num_chs": 2048, "reduction": 32, "module": "Mixed_7c"},
         ]
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -279,7 +272,7 @@ class InceptionV3(nn.Module):
         x = InceptionE(name="Mixed_7c", **kw)(x, train)  # 2048
         feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = x.mean((1, 2))  # adaptive_avg_pool2d(x, (1, 1)): [B, 2048]
         x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
         if self.num_classes:

@@ -24,6 +24,7 @@ from jaxbones.layers import (
     global_pool,
     max_pool2d,
 )
+from jaxbones.models._features import select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -125,14 +126,6 @@ class Bottleneck(nn.Module):
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-def _select(levels, out_indices):
-    n = len(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
-
-
 class ResNet(nn.Module):
     """ResNet v1.5 / ResNeXt / Wide ResNet, as torchvision.
 
@@ -179,7 +172,7 @@ class ResNet(nn.Module):
             {"num_chs": 64 * 2**i * exp, "reduction": 4 * 2**i, "module": f"layer{i + 1}"}
             for i in range(4)
         ]
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -213,7 +206,7 @@ class ResNet(nn.Module):
                 in_chs = planes * block_cls.expansion
             feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = global_pool(x, self.global_pool)
         if not self.num_classes:
             return x
@@ -291,7 +284,7 @@ class ResNetV2(nn.Module):
             {"num_chs": c, "reduction": 4 * 2**i, "module": f"stages.{i}"}
             for i, c in enumerate(self.channels)
         ]
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -315,7 +308,7 @@ class ResNetV2(nn.Module):
                 )(x, train)
             feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = nn.relu(_bn(self, "norm")(x, train))
         x = global_pool(x, self.global_pool)
         if not self.num_classes:

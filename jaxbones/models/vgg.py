@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, adaptive_avg_pool2d, check_input, conv2d, max_pool2d
+from jaxbones.models._features import select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -38,14 +39,6 @@ CFGS = {
     "D": _cfg(2, 2, 3, 3, 3),
     "E": _cfg(2, 2, 4, 4, 4),
 }
-
-
-def _select(levels, out_indices):
-    n = len(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
 
 
 class VGG(nn.Module):
@@ -95,7 +88,7 @@ class VGG(nn.Module):
             else:
                 idx, chs = idx + (3 if self.batch_norm else 2), v
         levels.append({"num_chs": chs, "reduction": red, "module": f"features.{idx - 1}"})
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -125,7 +118,7 @@ class VGG(nn.Module):
             idx += 3 if self.batch_norm else 2
         feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = adaptive_avg_pool2d(x, 7)  # [B, 7, 7, 512]
         # torch flattens NCHW: channel-major order, so transpose before reshaping.
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # [B, 512 * 7 * 7]

@@ -39,6 +39,7 @@ from jaxbones.layers import (
     global_pool,
     max_pool2d,
 )
+from jaxbones.models._features import select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -164,16 +165,6 @@ class OsaBlock(nn.Module):
         return x
 
 
-def _select(levels, out_indices):
-    n = len(levels)
-    if out_indices is None:
-        return list(levels)
-    for i in out_indices:
-        if not -n <= i < n:
-            raise ValueError(f"out_indices {tuple(out_indices)} out of range; valid 0..{n - 1}")
-    return [levels[i] for i in out_indices]
-
-
 class VoVNet(nn.Module):
     """VoVNet / VoVNetV2 as timm's ``VovNet`` (stem stride 4, output stride 32).
 
@@ -228,7 +219,7 @@ class VoVNet(nn.Module):
             {"num_chs": c, "reduction": 4 * 2**i, "module": f"stages.{i}"}
             for i, c in enumerate(self.stage_out_chs)
         ]
-        return _select(levels, self.out_indices)
+        return select_levels(levels, self.out_indices)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -264,7 +255,7 @@ class VoVNet(nn.Module):
                 )(x, train)
             feats.append(x)
         if self.features_only:
-            return _select(feats, self.out_indices)
+            return select_levels(feats, self.out_indices)
         x = global_pool(x, self.global_pool)
         if not self.num_classes:
             return x
