@@ -35,10 +35,9 @@ from jaxbones.layers import (
     conv2d,
     drop_path_rates,
     get_act,
-    global_pool,
     max_pool2d,
 )
-from jaxbones.models._features import select_levels
+from jaxbones.models._features import classifier_head, select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -366,13 +365,7 @@ class CspNet(nn.Module):
             feats.append(x)
         if self.features_only:
             return select_levels(feats, self.out_indices)
-        x = global_pool(x, self.global_pool)
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-        return nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head_fc"
-        )(x)
+        return classifier_head(self, x, train, name="head_fc")
 
 
 # Variants: timm's model_cfgs (cspnet.py), field for field. Default input 256 px, crop 0.887.

@@ -21,10 +21,9 @@ from jaxbones.layers import (
     check_input,
     conv2d,
     drop_path_rates,
-    global_pool,
     max_pool2d,
 )
-from jaxbones.models._features import select_levels
+from jaxbones.models._features import classifier_head, select_levels
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -207,13 +206,7 @@ class ResNet(nn.Module):
             feats.append(x)
         if self.features_only:
             return select_levels(feats, self.out_indices)
-        x = global_pool(x, self.global_pool)
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-        return nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"
-        )(x)
+        return classifier_head(self, x, train, name="fc")
 
 
 class PreActBottleneck(nn.Module):
@@ -310,14 +303,8 @@ class ResNetV2(nn.Module):
         if self.features_only:
             return select_levels(feats, self.out_indices)
         x = nn.relu(_bn(self, "norm")(x, train))
-        x = global_pool(x, self.global_pool)
-        if not self.num_classes:
-            return x
-        x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
         # timm uses a 1x1 conv classifier (``head.fc``); on pooled features it is a Dense.
-        return nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head_fc"
-        )(x)
+        return classifier_head(self, x, train, name="head_fc")
 
 
 def _reg(name, fn, reference, **kw):
