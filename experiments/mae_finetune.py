@@ -11,43 +11,24 @@ Result:    ViT-B 83.6% top-1 from the 1600-epoch pretraining (MAE paper Table 3)
 Tiny (tests): see tests/test_experiments.py.
 """
 
+from experiments.imagenet_base import deit_regularization, imagenet_config
 from jaxbones.launch import main
-from jaxbones.train.config import default_config
 
 
 def get_config():
-    c = default_config()
-    c.model = "vit_base_patch16_224"
+    c = imagenet_config("vit_base_patch16_224", epochs=100.0, workdir="/tmp/jaxbones_mae_finetune")
+    deit_regularization(c)
     c.model_kwargs.global_pool = "avg"
     c.model_kwargs.fc_norm = True
     c.model_kwargs.drop_path_rate = 0.1
     c.init_from = "/tmp/jaxbones_mae_pretrain"
-    c.dataset = "imagenet2012"
-    c.eval_split = "validation"
-    c.image_size = 224
-    c.augment.scale = (0.08, 1.0)
-    c.augment.hflip = 0.5
-    c.augment.randaugment = "rand-m9-mstd0.5-inc1"
-    c.augment.reprob = 0.25
-    c.global_batch_size = 1024
-    c.num_epochs = 100.0
-    c.dtype = "bfloat16"
-    c.optimizer.name = "adamw"
     c.optimizer.lr = 5e-4
     c.optimizer.base_batch_size = 256
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999
-    c.optimizer.weight_decay = 0.05
     c.optimizer.layer_decay = 0.65
     c.optimizer.warmup_epochs = 5.0
     c.optimizer.end_lr_factor = 1e-6 / 5e-4
-    c.mixup_alpha = 0.8
-    c.cutmix_alpha = 1.0
-    c.label_smoothing = 0.1
-    c.log_every = 100
-    c.eval_every = 5000
-    c.ckpt_every = 2000
-    c.workdir = "/tmp/jaxbones_mae_finetune"
     return c
 
 

@@ -13,21 +13,12 @@ Tiny (tests): --config.model_kwargs.layers=(1,1,1,1) --config.dataset=digits
            --config.image_size=32 --config.global_batch_size=16 --config.num_steps=2
 """
 
+from experiments.imagenet_base import imagenet_config
 from jaxbones.launch import main
-from jaxbones.train.config import default_config
 
 
 def get_config():
-    c = default_config()
-    c.model = "resnet50"
-    c.dataset = "imagenet2012"
-    c.eval_split = "validation"
-    c.image_size = 224
-    c.augment.scale = (0.08, 1.0)
-    c.augment.hflip = 0.5
-    c.global_batch_size = 1024
-    c.num_epochs = 90.0
-    c.dtype = "bfloat16"
+    c = imagenet_config("resnet50", epochs=90.0, workdir="/tmp/jaxbones_resnet50_imagenet")
     c.optimizer.name = "sgd"
     c.optimizer.nesterov = True
     c.optimizer.momentum = 0.9
@@ -37,10 +28,6 @@ def get_config():
     c.optimizer.warmup_epochs = 5.0
     c.optimizer.schedule = "cosine"
     c.label_smoothing = 0.1
-    c.log_every = 100
-    c.eval_every = 5000
-    c.ckpt_every = 2000
-    c.workdir = "/tmp/jaxbones_resnet50_imagenet"
     return c
 
 

@@ -12,39 +12,22 @@ Tiny (tests): --config.model_kwargs.embed_dim=16 --config.model_kwargs.depths=(1
            (Swin's field names: see jaxbones.models.swin once it is installed)
 """
 
+from experiments.imagenet_base import deit_regularization, imagenet_config
 from jaxbones.launch import main
-from jaxbones.train.config import default_config
 
 
 def get_config():
-    c = default_config()
-    c.model = "swin_tiny_patch4_window7_224"
+    c = imagenet_config(
+        "swin_tiny_patch4_window7_224", epochs=300.0, workdir="/tmp/jaxbones_swin_imagenet"
+    )
+    deit_regularization(c)
     c.model_kwargs.drop_path_rate = 0.2
-    c.dataset = "imagenet2012"
-    c.eval_split = "validation"
-    c.image_size = 224
     c.crop_pct = 0.9
-    c.augment.scale = (0.08, 1.0)
-    c.augment.hflip = 0.5
-    c.augment.randaugment = "rand-m9-mstd0.5-inc1"
-    c.augment.reprob = 0.25
-    c.global_batch_size = 1024
-    c.num_epochs = 300.0
-    c.dtype = "bfloat16"
-    c.optimizer.name = "adamw"
     c.optimizer.lr = 1e-3
     c.optimizer.base_batch_size = 1024
-    c.optimizer.weight_decay = 0.05
     c.optimizer.warmup_epochs = 20.0
     c.optimizer.end_lr_factor = 1e-5 / 1e-3
     c.optimizer.clip_norm = 5.0
-    c.mixup_alpha = 0.8
-    c.cutmix_alpha = 1.0
-    c.label_smoothing = 0.1
-    c.log_every = 100
-    c.eval_every = 5000
-    c.ckpt_every = 2000
-    c.workdir = "/tmp/jaxbones_swin_imagenet"
     return c
 
 
