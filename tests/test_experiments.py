@@ -62,7 +62,7 @@ def test_missing_dataset_names_the_fix(tmp_path):
     assert "prepare" in msg and "data_dir" in msg, msg  # names the preparation command
 
 
-@pytest.mark.slow  # ~180 ResNet-18 steps at 32 px: minutes on 2 CPU cores
+@pytest.mark.slow  # 88 ResNet-18 steps at 32 px: minutes on 2 CPU cores
 @pytest.mark.skipif(not HAS_DATA, reason="needs jaxbones.data (input pipeline branch)")
 def test_quickstart_reaches_95_percent(tmp_path):
     from experiments import quickstart
