@@ -100,3 +100,57 @@ def registered_in_tests() -> dict:
         parity |= set(getattr(mod, "NO_REFERENCE", {}))
         smoke.update(getattr(mod, "SMOKE_OVERRIDES", {}))
     return {"counts": counts, "parity": parity, "smoke": smoke}
+
+
+def check_train_mode_and_running_stats(name, torch_model, x, **overrides):
+    """Train-mode logits (batch statistics) and the updated BatchNorm running statistics of
+    ``name`` equal the torch model's after one forward pass on ``x`` (NHWC numpy)."""
+    import copy
+    import functools
+
+    import jax
+
+    import jaxbones
+
+    tm = copy.deepcopy(torch_model).train()
+    variables = convert(name, tm, **overrides)
+    ref = tm(to_nchw(x)).detach().numpy()  # batch statistics; updates torch's running stats
+    model = jaxbones.create_model(name, **overrides)
+    fn = functools.partial(model.apply, train=True, mutable=["batch_stats"])
+    out, updates = jax.jit(fn)(variables, x)
+    assert_close(out, ref)
+    new_torch = jaxbones.convert.to_torch(name, {**variables, **updates}, **overrides)
+    sd = tm.state_dict()
+    n = 0
+    for k, v in new_torch.items():
+        if k.endswith(("running_mean", "running_var")):
+            assert_close(v, sd[k].numpy())
+            n += 1
+    assert n == 2 * sum(isinstance(m, torch.nn.BatchNorm2d) for m in tm.modules())
+
+
+def check_timm_feature_info(name, torch_model, size=(96, 128)):
+    """``features_only`` of ``name`` reports timm's feature_info (channels, reductions,
+    module names) and produces the shapes timm's FeatureListNet wrapper of ``torch_model``
+    produces at a non-square ``size``."""
+    import jax
+    import jax.numpy as jnp
+    import timm
+    from timm.models._features import FeatureListNet
+
+    import jaxbones
+
+    # timm's features_only model (on the meta device: only its feature_info is needed)
+    tf = timm.create_model(name, pretrained=False, features_only=True, device="meta")
+    fm = jaxbones.create_model(name, features_only=True)
+    info = [(d["num_chs"], d["reduction"], d["module"]) for d in fm.feature_info]
+    fi = tf.feature_info
+    assert info == list(zip(fi.channels(), fi.reduction(), fi.module_name()))
+    feats = FeatureListNet(torch_model, out_indices=fi.out_indices, flatten_sequential=True)
+    with torch.no_grad():
+        ref = feats(torch.zeros(1, 3, *size))
+    shapes = jax.eval_shape(
+        lambda: fm.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3)))[0]
+    )
+    assert [s.shape for s in shapes] == [tuple(r.permute(0, 2, 3, 1).shape) for r in ref]
+    assert jaxbones.model_info(name)["reference"] == f"timm.models.{name}"

@@ -8,7 +8,6 @@ versions of the registered models (timm builds the same from a ``block_per_stage
 override), which keeps compile time down; every registered model is parity-tested at full
 depth."""
 
-import copy
 import functools
 
 import jax
@@ -16,7 +15,16 @@ import jax.numpy as jnp
 import pytest
 import timm
 import torch
-from helpers import assert_close, convert, images, randomize_, rel_err, to_nchw
+from helpers import (
+    assert_close,
+    check_timm_feature_info,
+    check_train_mode_and_running_stats,
+    convert,
+    images,
+    randomize_,
+    rel_err,
+    to_nchw,
+)
 from timm.models._features import FeatureListNet
 
 import jaxbones
@@ -108,41 +116,14 @@ def test_sigmoid_gate_fails(monkeypatch):
 
 
 def test_train_mode_and_running_stats():
-    name = "ese_vovnet19b_dw"
-    tm = copy.deepcopy(_reference(name)[0]).train()
-    variables = convert(name, tm)
-    x = images((4, 64, 64, 3), seed=1)
-    ref = tm(to_nchw(x)).detach().numpy()  # batch statistics; updates torch's running stats
-    out, updates = _apply(name, variables, x, train=True)
-    assert_close(out, ref)
-    new_torch = jaxbones.convert.to_torch(name, {**variables, **updates})
-    sd = tm.state_dict()
-    n = 0
-    for k, v in new_torch.items():
-        if k.endswith(("running_mean", "running_var")):
-            assert_close(v, sd[k].numpy())
-            n += 1
-    assert n == 2 * sum(isinstance(m, torch.nn.BatchNorm2d) for m in tm.modules())
+    check_train_mode_and_running_stats(
+        "ese_vovnet19b_dw", _reference("ese_vovnet19b_dw")[0], images((4, 64, 64, 3), seed=1)
+    )
 
 
 @pytest.mark.parametrize("name", PARITY_MODELS)
 def test_features_match_timm(name):
-    # timm's features_only model (on the meta device: only its feature_info is needed)
-    tf = timm.create_model(name, pretrained=False, features_only=True, device="meta")
-    fm = jaxbones.create_model(name, features_only=True)
-    info = [(d["num_chs"], d["reduction"], d["module"]) for d in fm.feature_info]
-    fi = tf.feature_info
-    assert info == list(zip(fi.channels(), fi.reduction(), fi.module_name()))
-    # shapes: the same FeatureListNet wrapper timm's features_only builds, on the reference
-    tm, _, _ = _reference(name)
-    feats = FeatureListNet(tm, out_indices=fi.out_indices, flatten_sequential=True)
-    with torch.no_grad():
-        ref = feats(torch.zeros(1, 3, 96, 128))
-    shapes = jax.eval_shape(
-        lambda: fm.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, 96, 128, 3)))[0]
-    )
-    assert [s.shape for s in shapes] == [tuple(r.permute(0, 2, 3, 1).shape) for r in ref]
-    assert jaxbones.model_info(name)["reference"] == f"timm.models.{name}"
+    check_timm_feature_info(name, _reference(name)[0])
 
 
 def test_feature_values():
