@@ -278,3 +278,30 @@ def test_batch_not_divisible_by_devices_names_the_fix():
     with pytest.raises(ValueError, match="accum_steps=16"):
         sharding.check_batch_size(64, accum_steps=16)
     sharding.check_batch_size(96, accum_steps=2)
+
+
+def test_multiprocess_preemption_check_gathers_only_every_n_steps(monkeypatch):
+    """With several processes the SIGTERM flag is agreed on by an all-gather; it must not run
+    (and block the host) after every step, and a flag raised on any process must stop all."""
+    import os
+    import signal
+
+    from jaxbones.train import loop
+
+    calls = []
+
+    def fake_allgather(x):
+        calls.append(int(x[0]))
+        return np.stack([x, np.array([0], np.int32)])  # this process and a quiet peer
+
+    monkeypatch.setattr(loop.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(loop.multihost_utils, "process_allgather", fake_allgather)
+    p = loop._Preemption(every=5)
+    try:
+        assert [p.requested(s) for s in range(1, 11)] == [False] * 10
+        assert len(calls) == 2  # steps 5 and 10 only
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert not p.requested(11) and p.requested(15)
+        assert calls[-1] == 1
+    finally:
+        p.restore()

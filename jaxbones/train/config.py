@@ -11,7 +11,8 @@ Attributes of the config (the important ones):
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
   sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
-  workdir, log_every, eval_every, ckpt_every, keep_ckpts, best_metric, init_from: the run.
+  workdir, log_every, eval_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
+    init_from: the run.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.eval_every = -1  # -1: at the end only
     c.ckpt_every = -1  # -1: at the end only (and on SIGTERM)
+    # multi-process runs agree on a SIGTERM with a blocking all-gather every N steps
+    c.preemption_check_every = 10
     c.keep_ckpts = 3
     c.best_metric = "accuracy"  # eval metric whose best checkpoint is also kept
     c.async_ckpt = True

@@ -58,9 +58,14 @@ def _gather_data_states(state) -> list:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGTERM into a flag the loop checks after each step.
 
-    def __init__(self):
+    With several processes the flag must be agreed on (one host may get the signal first), which
+    takes a blocking all-gather: it runs only every ``every`` steps, at the same steps on every
+    process, so the host does not wait on the devices after each step."""
+
+    def __init__(self, every: int = 10):
+        self.every = max(int(every), 1)
         self.flag = False
         self.prev = None
         try:
@@ -71,9 +76,11 @@ class _Preemption:
     def _handler(self, signum, frame):
         self.flag = True
 
-    def requested(self) -> bool:
+    def requested(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.flag
+        if step % self.every:
+            return False
         flags = multihost_utils.process_allgather(np.array([self.flag], np.int32))
         return bool(np.max(flags))
 
@@ -189,7 +196,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     )
     eval_fn = jax.jit(make_eval_step(task, model, config), in_shardings=(state_sh, batch_sh))
 
-    preempt = _Preemption()
+    preempt = _Preemption(config.preemption_check_every)
     it = iter(train_iter)
     compiled = None
     flops = None
@@ -241,7 +248,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
                 eval_metrics = evaluate(eval_fn, state, eval_iter, mesh, task)
                 logger.write(step, "eval", eval_metrics)
                 logger.info(f"eval step {step}: {eval_metrics}")
-            preempted = preempt.requested()
+            preempted = preempt.requested(step)
             do_ckpt = config.ckpt_every > 0 and step % config.ckpt_every == 0
             if ckpt is not None and (do_ckpt or preempted) and step < num_steps:
                 data_states = _gather_data_states(
