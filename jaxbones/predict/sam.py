@@ -60,16 +60,23 @@ class SamPredictor:
     mask_input, multimask_output=True, return_logits=False)`` -> (masks [C, H, W] bool at the
     original size (float logits with ``return_logits``), iou_predictions [C], low-res logits
     [C, img/4, img/4] that can be fed back as ``mask_input`` (as [1, img/4, img/4])). Inputs
-    and outputs use the original predictor's numpy layouts.
+    and outputs use the original predictor's numpy layouts. ``compiler_options`` are passed
+    to ``jax.jit`` for the encoder and decoder programs.
     """
 
-    def __init__(self, model: Sam, variables):
+    def __init__(self, model: Sam, variables, compiler_options: dict | None = None):
         if not isinstance(model, Sam):
             raise TypeError(f"SamPredictor needs a Sam model (sam_vit_b/l/h), got {type(model)}")
         self.model = model
         self.variables = variables
         self.transform = ResizeLongestSide(model.img_size)
-        self._encode = jax.jit(lambda v, x: model.apply(v, x, method=Sam.encode_image))
+        jit = functools.partial(jax.jit, compiler_options=compiler_options)
+        self._encode = jit(lambda v, x: model.apply(v, x, method=Sam.encode_image))
+        # one compilation per prompt structure (which prompts, point count, output options)
+        self._predict = jit(
+            self._predict_impl,
+            static_argnames=("multimask_output", "input_size", "original_size", "return_logits"),
+        )
         self.reset_image()
 
     def reset_image(self) -> None:
@@ -109,12 +116,7 @@ class SamPredictor:
             raise RuntimeError("set an image with .set_image(...) first")
         return self.features
 
-    @functools.partial(
-        jax.jit,
-        static_argnums=(0,),
-        static_argnames=("multimask_output", "input_size", "original_size", "return_logits"),
-    )
-    def _predict(
+    def _predict_impl(
         self,
         variables,
         features,
