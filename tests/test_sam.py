@@ -8,6 +8,8 @@ back to torch; negative tests (LayerNorm eps 1e-5, rel-pos cropped instead of in
 
 from functools import partial
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -340,3 +342,13 @@ def test_round_trip_to_torch(small):
     fresh.load_state_dict(sd, strict=True)
     for k, t in sam.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], t), k
+
+
+def test_errors_name_the_fix():
+    model = jaxbones.create_model("sam_vit_b", **SMALL)
+    with pytest.raises(ValueError, match="img_size"):
+        jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), jnp.zeros((1, 96, 128, 3)))
+    with pytest.raises(RuntimeError, match="set_image"):
+        SamPredictor(model, {}).predict(point_coords=np.zeros((1, 2)), point_labels=np.ones(1))
+    with pytest.raises(ValueError, match="uint8"):
+        SamPredictor(model, {}).set_image(np.zeros((10, 10, 3), np.float32))
