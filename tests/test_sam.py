@@ -1,6 +1,6 @@
 """SAM (segment-anything 1.0): exact parameter counts against ``sam_model_registry``; parity
-of the image encoder (reduced width/depth at 128 px with windowed + global blocks and window
-padding), the prompt encoder (points, boxes, masks, combinations, none) and the mask decoder
+of the image encoder (sam_vit_b's encoder at 256 px, and a reduced one at 128 px with window
+3 so every windowed block pads), the prompt encoder (points, boxes, masks, combinations, none) and the mask decoder
 (full SAM widths; multimask and single) against modules built from
 ``segment_anything.modeling``; the end-to-end ``Sam.forward``; ``SamPredictor`` on a
 non-square uint8 image; rel-pos / pos-embed resampling for another ``img_size``; a round trip
@@ -352,3 +352,21 @@ def test_errors_name_the_fix():
         SamPredictor(model, {}).predict(point_coords=np.zeros((1, 2)), point_labels=np.ones(1))
     with pytest.raises(ValueError, match="uint8"):
         SamPredictor(model, {}).set_image(np.zeros((10, 10, 3), np.float32))
+
+
+def test_vit_b_image_encoder_at_256():
+    """The registered sam_vit_b encoder unchanged (768 wide, 12 blocks, window 14, global
+    blocks 2/5/8/11) except img_size 256: a 16x16 grid padded to 28x28 for the windows."""
+    vit_b = {
+        "encoder_embed_dim": 768,
+        "encoder_depth": 12,
+        "encoder_num_heads": 12,
+        "encoder_global_attn_indexes": (2, 5, 8, 11),
+        "window_size": 14,
+    }
+    sam = torch_sam(img_size=256, **vit_b)
+    v = jaxbones.convert.from_torch("sam_vit_b", sam.state_dict(), strict=True, img_size=256)
+    x = np.random.default_rng(9).standard_normal((1, 256, 256, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = nhwc(sam.image_encoder(nchw(x)))
+    assert_close(_encode(v, x, img_size=256), ref)
