@@ -370,3 +370,22 @@ def test_vit_b_image_encoder_at_256():
     with torch.no_grad():
         ref = nhwc(sam.image_encoder(nchw(x)))
     assert_close(_encode(v, x, img_size=256), ref)
+
+
+def test_scan_over_windowed_runs():
+    """scan=True stacks blocks 0-2 (windowed) into ``scan_0`` and keeps global block 3
+    unrolled; converted into and out of that layout, with remat, it still matches torch."""
+    enc = {"encoder_depth": 4, "encoder_global_attn_indexes": (3,)}
+    ov = {**SMALL, **enc, "scan": True, "remat_policy": "full"}
+    sam = torch_sam(**enc)
+    v = jaxbones.convert.from_torch("sam_vit_b", sam.state_dict(), strict=True, **ov)
+    params = v["params"]["image_encoder"]
+    assert "scan_0" in params and "blocks_3" in params and "blocks_0" not in params
+    assert params["scan_0"]["attn"]["qkv"]["kernel"].shape == (3, 64, 192)
+    x = np.random.default_rng(10).standard_normal((1, IMG, IMG, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = nhwc(sam.image_encoder(nchw(x)))
+    assert_close(_encode(v, x, **ov), ref)
+    back = torch_sam(seed=1, **enc)
+    back.load_state_dict(jaxbones.convert.to_torch("sam_vit_b", v, tensors=True, **ov))
+    assert all(torch.equal(back.state_dict()[k], t) for k, t in sam.state_dict().items())

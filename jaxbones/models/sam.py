@@ -234,6 +234,21 @@ class SamBlock(nn.Module):
         return x + y
 
 
+def windowed_runs(depth: int, global_attn_indexes: Sequence[int]) -> dict[int, int]:
+    """{first block: length} of the runs of 2+ consecutive windowed blocks, which ``scan``
+    stacks (vit_b: {0: 2, 3: 2, 6: 2, 9: 2}; vit_h: {0: 7, 8: 7, 16: 7, 24: 7})."""
+    runs, start = {}, None
+    for i in range(depth + 1):
+        windowed = i < depth and i not in global_attn_indexes
+        if windowed and start is None:
+            start = i
+        elif not windowed and start is not None:
+            if i - start >= 2:
+                runs[start] = i - start
+            start = None
+    return runs
+
+
 class SamImageEncoder(nn.Module):
     """SAM's ViT image encoder (``ImageEncoderViT``): [B, img, img, 3] -> [B, img/16,
     img/16, out_chans].
@@ -244,7 +259,10 @@ class SamImageEncoder(nn.Module):
       use_abs_pos: learned ``pos_embed`` [1, img/p, img/p, D]; use_rel_pos: decomposed
       relative positions; window_size: window of the non-global blocks (0: all global);
       global_attn_indexes: blocks with global attention; remat_policy: name in
-      ``jaxbones.layers.REMAT_POLICIES`` applied to every block; attn_implementation;
+      ``jaxbones.layers.REMAT_POLICIES`` applied to every block; scan: ``nn.scan`` over each
+      run of 2+ consecutive windowed blocks (global blocks differ in shape and stay
+      unrolled); a run starting at block i is one ``scan_{i}`` subtree with a leading
+      [run length] axis (``windowed_runs``); attn_implementation;
       dtype, param_dtype.
     Submodules: ``patch_embed.proj``, ``blocks_{i}``, ``neck_0`` (conv1x1), ``neck_1``
     (LayerNorm2d), ``neck_2`` (conv3x3), ``neck_3`` (LayerNorm2d); param ``pos_embed``.
@@ -265,6 +283,7 @@ class SamImageEncoder(nn.Module):
     window_size: int = 14
     global_attn_indexes: Sequence[int] = (2, 5, 8, 11)
     remat_policy: str = "none"
+    scan: bool = False
     attn_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -293,19 +312,33 @@ class SamImageEncoder(nn.Module):
             )
             x = x + pos.astype(x.dtype)
         block = remat(SamBlock, self.remat_policy)
-        for i in range(self.depth):
-            x = block(
-                self.num_heads,
-                mlp_ratio=self.mlp_ratio,
-                qkv_bias=self.qkv_bias,
-                norm_eps=self.norm_eps,
-                use_rel_pos=self.use_rel_pos,
-                window_size=0 if i in self.global_attn_indexes else self.window_size,
-                input_size=(g, g),
-                attn_implementation=self.attn_implementation,
-                name=f"blocks_{i}",
-                **kw,
-            )(x)
+        cfg = dict(
+            mlp_ratio=self.mlp_ratio,
+            qkv_bias=self.qkv_bias,
+            norm_eps=self.norm_eps,
+            use_rel_pos=self.use_rel_pos,
+            input_size=(g, g),
+            attn_implementation=self.attn_implementation,
+            **kw,
+        )
+        runs = windowed_runs(self.depth, self.global_attn_indexes) if self.scan else {}
+        i = 0
+        while i < self.depth:
+            if i in runs:  # identical windowed blocks i .. i + n - 1: one scanned subtree
+                n = runs[i]
+                scanned = nn.scan(
+                    lambda mdl, carry, _: (mdl(carry), None),
+                    variable_axes={"params": 0},
+                    split_rngs={"params": True},
+                    length=n,
+                )
+                blk = block(self.num_heads, window_size=self.window_size, name=f"scan_{i}", **cfg)
+                x, _ = scanned(blk, x, None)
+                i += n
+                continue
+            window = 0 if i in self.global_attn_indexes else self.window_size
+            x = block(self.num_heads, window_size=window, name=f"blocks_{i}", **cfg)(x)
+            i += 1
         # neck: LayerNorm2d(eps=1e-6) on NHWC is a LayerNorm over channels
         x = conv2d(self.out_chans, 1, padding=0, name="neck_0", **kw)(x)
         x = LayerNorm(1e-6, name="neck_1", **kw)(x)
@@ -690,8 +723,8 @@ class Sam(nn.Module):
       prompt_embed_dim (encoder neck and decoder width, 256); mask_in_chans (16);
       decoder_depth (2), decoder_num_heads (8), decoder_mlp_dim (2048), num_multimask_outputs
       (3), iou_head_depth (3), iou_head_hidden_dim (256); use_abs_pos, use_rel_pos;
-      pixel_mean, pixel_std ([0, 255] scale, for ``preprocess``); remat_policy (image
-      encoder blocks); attn_implementation (image encoder); dtype, param_dtype.
+      pixel_mean, pixel_std ([0, 255] scale, for ``preprocess``); remat_policy, scan (image
+      encoder blocks, see ``SamImageEncoder``); attn_implementation (image encoder); dtype, param_dtype.
     """
 
     img_size: int = 1024
@@ -717,6 +750,7 @@ class Sam(nn.Module):
     pixel_mean: Sequence[float] = PIXEL_MEAN
     pixel_std: Sequence[float] = PIXEL_STD
     remat_policy: str = "none"
+    scan: bool = False
     attn_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -751,6 +785,7 @@ class Sam(nn.Module):
             window_size=self.window_size,
             global_attn_indexes=tuple(self.encoder_global_attn_indexes),
             remat_policy=self.remat_policy,
+            scan=self.scan,
             attn_implementation=self.attn_implementation,
             **kw,
         )
