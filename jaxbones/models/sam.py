@@ -40,7 +40,7 @@ import numpy as np
 from jaxbones.layers.activations import get_act
 from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.conv import conv2d
-from jaxbones.layers.mlp import Mlp, dense_init
+from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
@@ -48,6 +48,10 @@ from jaxbones.layers.upsample import ConvTranspose2d, resize_to
 from jaxbones.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 
 Dtype = Any
+
+# torch nn.Linear's default init (kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in))), which
+# segment_anything keeps; uniform draws also compile far faster than truncated normals.
+linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 # segment_anything/modeling/sam.py: Sam(pixel_mean=..., pixel_std=...) on [0, 255] pixels.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -168,7 +172,7 @@ class SamAttention(nn.Module):
         b, h, w, c = x.shape
         hd = c // self.num_heads
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
         )
         qkv = dense(3 * c, use_bias=self.qkv_bias, name="qkv")(x)
         qkv = qkv.reshape(b, h * w, 3, self.num_heads, hd)  # torch row order [q, k, v][head]
@@ -496,7 +500,7 @@ class TokenAttention(nn.Module):
         if inner % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide {inner}")
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
         )
 
         def heads(t):  # [B, N, inner] -> [B, N, H, inner / H]
@@ -604,7 +608,7 @@ class MLP(nn.Module):
                 d,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                kernel_init=dense_init,
+                kernel_init=linear_init,
                 name=f"layers_{i}",
             )(x)
             if i < self.num_layers - 1:
