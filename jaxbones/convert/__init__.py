@@ -143,7 +143,7 @@ def to_torch(name: str, variables: Any, *, tensors: bool = False, **overrides: A
     unrolled = _unrolled_overrides(model, overrides)
     if unrolled is not overrides and conv.to_unrolled is not None:
         variables = conv.to_unrolled(variables, model)
-    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats", "buffers")}
     sd = {}
     for key, v in flatten(variables).items():
         arr = np.asarray(v)
