@@ -131,3 +131,91 @@ def test_cgm_pair_loss_and_metrics():
     )
     m = seg.segmentation_metrics((logits, cls), mask, K)
     np.testing.assert_array_equal(m["confusion"], seg.confusion_matrix(logits, mask, K))
+
+
+# ----------------------------------------------------------------------------- the train task
+
+
+class _Fixed:
+    """Stands in for a model: returns given outputs (logits, a deep-supervision list or a
+    (seg, cls) pair) whatever the input, as ``model.apply`` would."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def apply(self, variables, x, train=False, rngs=None, **kw):
+        return self.out
+
+
+def _config(**kw):
+    import ml_collections
+
+    from jaxbones.train.config import default_config
+
+    c = default_config()
+    for k, v in kw.items():
+        c[k] = v
+    return ml_collections.FrozenConfigDict(c)
+
+
+def test_segmentation_task_loss_dice_ignore_index_and_heads():
+    from jaxbones.train.tasks import get_task
+
+    task = get_task("segmentation")
+    logits, mask = _batch()
+    logits2, _ = _batch(seed=1)
+    batch = {"image": np.zeros((2, 5, 6, 3), np.float32), "mask": mask}
+    rng = jax.random.PRNGKey(0)
+
+    def loss(out, **kw):
+        return task.loss(_Fixed(out), {"params": {}}, batch, rng, _config(**kw))
+
+    # without the optional keys: plain cross-entropy with the default ignore index 255
+    value, metrics, _ = loss(logits)
+    np.testing.assert_allclose(value, _torch_ce(logits, mask), rtol=1e-5)
+    valid = mask != 255
+    acc = (logits.argmax(-1) == mask)[valid].mean()
+    np.testing.assert_allclose(metrics["pixel_accuracy"], acc, rtol=1e-6)
+    value, _, _ = loss(logits, dice_weight=0.5)
+    want = seg.cross_entropy(logits, mask) + 0.5 * seg.dice_loss(logits, mask)
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+    # another ignore index: pixels labelled 3 count nowhere, 255 becomes out of range
+    m3 = np.where(mask == 255, 0, mask)
+    batch["mask"] = m3
+    value, _, _ = loss(logits, ignore_index=3)
+    np.testing.assert_allclose(value, seg.cross_entropy(logits, m3, ignore_index=3), rtol=1e-6)
+    assert abs(float(value) - float(seg.cross_entropy(logits, m3))) > 1e-3
+    # deep supervision: the heads' losses are averaged; CGM pair: + image-level CE
+    batch["mask"] = mask
+    value, _, _ = loss([logits, logits2], dice_weight=0.5)
+    want2 = seg.segmentation_loss([logits, logits2], mask, dice_weight=0.5)
+    np.testing.assert_allclose(value, want2, rtol=1e-6)
+    cls = np.array([[0.0, 3.0], [2.0, -1.0]], np.float32)
+    value, _, _ = loss(([logits, logits2], cls))
+    np.testing.assert_allclose(value, seg.segmentation_loss(([logits, logits2], cls), mask))
+
+
+def test_segmentation_task_eval_skips_padding_and_ignored_pixels():
+    from jaxbones.train.tasks import get_task
+
+    task = get_task("segmentation")
+    logits, mask = _batch(seed=4, b=3)
+    batch = {"image": np.zeros((3, 5, 6, 3)), "mask": mask, "valid": np.array([1, 1, 0], bool)}
+    for out in (logits, (logits, np.zeros((3, 2), np.float32)), [logits, logits * 0]):
+        sums = task.eval_sums(_Fixed(out), {"params": {}}, batch, _config())
+        want = seg.confusion_matrix(logits[:2], mask[:2], K)
+        np.testing.assert_array_equal(sums["confusion"], want)
+    got = task.finalize(jax.tree_util.tree_map(np.add, sums, sums))
+    np.testing.assert_allclose(got["mean_iou"], seg.mean_iou(want), rtol=1e-6)
+    np.testing.assert_allclose(got["pixel_accuracy"], seg.pixel_accuracy(want), rtol=1e-6)
+
+
+def test_dataset_without_a_mask_names_the_fix(tmp_path):
+    from jaxbones import data
+
+    kw = {"global_batch_size": 8, "image_size": 16, "task": "segmentation"}
+    kw.update(data_dir=str(tmp_path), process_index=0, process_count=1)
+    with pytest.raises(ValueError, match=r"no segmentation mask.*register_segmentation_dataset"):
+        data.make_train_iterator("digits", **kw)
+    with pytest.raises(ValueError, match=r"register_segmentation_dataset\('digits'"):
+        data.make_eval_iterator("digits", **kw)

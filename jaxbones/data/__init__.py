@@ -11,6 +11,7 @@ from jaxbones.data.datasets import (
     default_data_dir,
     ensure_local_dataset,
     open_source,
+    register_segmentation_dataset,
 )
 from jaxbones.data.mixup import mixup_cutmix, smooth_one_hot
 from jaxbones.data.pipeline import make_eval_iterator, make_train_iterator, per_process_batch_size
@@ -25,5 +26,6 @@ __all__ = [
     "mixup_cutmix",
     "open_source",
     "per_process_batch_size",
+    "register_segmentation_dataset",
     "smooth_one_hot",
 ]

@@ -254,3 +254,30 @@ def mask_key(dataset: str) -> tuple[str, int]:
     """(feature name, value offset) of the segmentation mask of `dataset` (default mask, 0)."""
     key, _, offset = _SEG_MASKS.get(dataset, ("mask", None, 0))
     return key, offset
+
+
+def register_segmentation_dataset(
+    name: str, mask_feature: str, num_classes: int, offset: int = 0
+) -> None:
+    """Declares the mask of a tfds segmentation dataset: its feature name, the number of
+    classes after adding `offset` to the stored values (e.g. oxford_iiit_pet: 1..3 stored,
+    offset -1 -> 3 classes 0..2). Values that are the ignore index (255) after the offset
+    count nowhere. `dataset_info(name)` then reports task 'segmentation'."""
+    _SEG_MASKS[name] = (mask_feature, int(num_classes), int(offset))
+
+
+def check_mask_feature(dataset: str, source) -> None:
+    """Raises a ValueError naming the fix when `source` has no mask feature for `dataset`."""
+    key = mask_key(dataset)[0]
+    try:
+        names = list(source.dataset_info.features.keys())
+    except Exception:  # noqa: BLE001 - sources without feature info: the first record says
+        names = list(source[0].keys()) if len(source) else []
+    if names and key not in names:
+        others = [n for n in names if n != "image"]
+        raise ValueError(
+            f"dataset {dataset!r} has no segmentation mask feature {key!r} (its features: "
+            f"{', '.join(names)}). Declare its mask first: jaxbones.data."
+            f"register_segmentation_dataset({dataset!r}, mask_feature=<one of {others}>, "
+            f"num_classes=..., offset=...). Known segmentation datasets: {', '.join(_SEG_MASKS)}"
+        )

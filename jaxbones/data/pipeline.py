@@ -231,6 +231,8 @@ def make_train_iterator(
     pi, pc = _processes(process_index, process_count)
     batch = per_process_batch_size(global_batch_size, pc)
     source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
+    if task == "segmentation":
+        datasets.check_mask_feature(dataset, source)
     shard = grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True)
     if len(source) // pc < batch:
         raise ValueError(
@@ -335,6 +337,8 @@ def make_eval_iterator(
     pi, pc = _processes(process_index, process_count)
     batch = per_process_batch_size(global_batch_size, pc)
     source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
+    if task == "segmentation":
+        datasets.check_mask_feature(dataset, source)
     tf = _EvalTransform(
         task,
         image_size,

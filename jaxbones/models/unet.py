@@ -162,13 +162,27 @@ def _decoder_widths(mod, reds: list[int]) -> list[int]:
     return widths
 
 
-def _final(mod, x, train, width, r0, name="final"):
-    """Upsamples the shallowest decoder output to full resolution when it is not already."""
+def _final_stage(mod, train, width, r0, name="final"):
+    """The stage that brings the shallowest decoder output to full resolution when it is not
+    already (``r0`` > 1): upsample by ``r0`` (``{name}_up``) + ``DoubleConv``
+    (``{name}_conv``). Returns a function of the features; calling it several times (UNet++'s
+    deep-supervision heads) shares the stage's weights. Identity when ``r0 == 1``."""
     if r0 == 1:
-        return x
+        return lambda y: y
     kw = {"dtype": mod.dtype, "param_dtype": mod.param_dtype}
-    x = Upsample(width, r0, mod.upsample, name=f"{name}_up", **kw)(x)
-    return DoubleConv(width, name=f"{name}_conv", **kw)(x, train)
+    up = Upsample(width, r0, mod.upsample, name=f"{name}_up", **kw)
+    conv = DoubleConv(width, name=f"{name}_conv", **kw)
+    return lambda y: conv(up(y), train)
+
+
+def _up_block(mod, skips, deep, width, factor, train, up_name, conv_name):
+    """One decoder stage: upsample ``deep`` by ``factor`` to ``width`` channels, concatenate
+    after the ``skips`` (same resolution; skip first, as the paper's figure) and refine with
+    a ``DoubleConv``."""
+    kw = {"dtype": mod.dtype, "param_dtype": mod.param_dtype}
+    up = Upsample(width, factor, mod.upsample, name=up_name, **kw)(deep)
+    y = jnp.concatenate([*skips, up], axis=-1)
+    return DoubleConv(width, name=conv_name, **kw)(y, train)
 
 
 def _head(mod, x, name="head", k=1):
@@ -197,12 +211,14 @@ class _Base:
         )
         return max(int(f["reduction"]) for f in info.feature_info)
 
-    def _start(self, x, name):
+    def _start(self, x, train, name):
+        """Checks the options and the input, runs the encoder; returns (x, (H, W) to crop
+        the logits to, encoder features shallow -> deep, their reductions)."""
         _check_upsample(self)
         encoder = _make_backbone(self) if self.backbone is not None else None
         reds = _reductions(self, encoder)
         x, size = _prepare(self, x, max(reds), name)
-        return x, size, encoder, reds
+        return x, size, _encode(self, x, train, encoder), reds
 
 
 class UNet(_Base, nn.Module):
@@ -237,16 +253,13 @@ class UNet(_Base, nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x, (h, w), encoder, reds = self._start(x, "UNet")
-        feats = _encode(self, x, train, encoder)
+        x, (h, w), feats, reds = self._start(x, train, "UNet")
         dws = _decoder_widths(self, reds)
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         y = feats[-1]
         for k, j in enumerate(range(len(feats) - 2, -1, -1)):
-            y = Upsample(dws[k], reds[j + 1] // reds[j], self.upsample, name=f"up{j}", **kw)(y)
-            y = jnp.concatenate([feats[j], y], axis=-1)  # skip first, as the paper's figure
-            y = DoubleConv(dws[k], name=f"dec{j}", **kw)(y, train)
-        y = _final(self, y, train, dws[-1], reds[0])
+            factor = reds[j + 1] // reds[j]
+            y = _up_block(self, [feats[j]], y, dws[k], factor, train, f"up{j}", f"dec{j}")
+        y = _final_stage(self, train, dws[-1], reds[0])(y)
         return _head(self, y)[:, :h, :w]
 
 
@@ -280,35 +293,23 @@ class UNetPlusPlus(_Base, nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x, (h, w), encoder, reds = self._start(x, "UNetPlusPlus")
-        feats = _encode(self, x, train, encoder)
+        x, (h, w), feats, reds = self._start(x, train, "UNetPlusPlus")
         n = len(feats)
         dws = _decoder_widths(self, reds)
-        level_width = {i: dws[n - 2 - i] for i in range(n - 1)}
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         grid = [[f] for f in feats]  # grid[i][j] = X[i][j]
         for j in range(1, n):  # column by column: X[i][j] needs X[i+1][j-1]
             for i in range(n - j):
-                up = Upsample(
-                    level_width[i], reds[i + 1] // reds[i], self.upsample, name=f"up{i}_{j}", **kw
-                )(grid[i + 1][j - 1])
-                y = jnp.concatenate([*grid[i][:j], up], axis=-1)
-                grid[i].append(DoubleConv(level_width[i], name=f"x{i}_{j}", **kw)(y, train))
+                factor = reds[i + 1] // reds[i]
+                width = dws[n - 2 - i]  # the node width of level i
+                names = (f"up{i}_{j}", f"x{i}_{j}")
+                node = _up_block(
+                    self, grid[i][:j], grid[i + 1][j - 1], width, factor, train, *names
+                )
+                grid[i].append(node)
+        final = _final_stage(self, train, dws[-1], reds[0])
         if not self.deep_supervision:
-            y = _final(self, grid[0][n - 1], train, dws[-1], reds[0])
-            return _head(self, y)[:, :h, :w]
-
+            return _head(self, final(grid[0][n - 1]))[:, :h, :w]
         # the final stage (if any) is shared by the heads; each head has its own 1x1 conv
-        def final(y):
-            return y
-
-        if reds[0] > 1:
-            final_up = Upsample(dws[-1], reds[0], self.upsample, name="final_up", **kw)
-            final_conv = DoubleConv(dws[-1], name="final_conv", **kw)
-
-            def final(y):
-                return final_conv(final_up(y), train)
-
         outs = [_head(self, final(grid[0][j]), f"head{j}")[:, :h, :w] for j in range(1, n)]
         if train:
             return outs
@@ -355,8 +356,7 @@ class UNet3Plus(_Base, nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x, (h, w), encoder, reds = self._start(x, "UNet3Plus")
-        feats = _encode(self, x, train, encoder)
+        x, (h, w), feats, reds = self._start(x, train, "UNet3Plus")
         n = len(feats)
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         fused = n * self.cat_channels
@@ -391,7 +391,7 @@ class UNet3Plus(_Base, nn.Module):
                     f"{tuple(self.decoder_widths)}"
                 )
             width = self.decoder_widths[0] if self.decoder_widths is not None else fused
-            top = _final(self, dec[0], train, width, reds[0])
+            top = _final_stage(self, train, width, reds[0])(dec[0])
         else:
             top = dec[0]
         k_head = 3 if self.deep_supervision else 1

@@ -184,3 +184,43 @@ def segmentation_metrics(logits, mask, num_classes: int, *, ignore_index: int = 
         "pixel_accuracy": pixel_accuracy(cm),
         "mean_iou": mean_iou(cm),
     }
+
+
+def save_predictions_png(images, mask, preds, path, num_classes, mean=None, std=None, n=8):
+    """Writes a PNG grid with one column per example and three rows: the input image (the
+    normalisation undone with ``mean``/``std``), the ground-truth mask and the predicted mask
+    (the same colour per class; ignored pixels shown as class 0). Returns ``path``.
+
+    ``images`` [B, H, W, C] float, ``mask`` / ``preds`` [B, H, W] integer class ids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images, np.float32)
+    mask, preds = np.asarray(mask), np.asarray(preds)
+    n = min(n, len(images))
+    c = images.shape[-1]
+    if mean is not None and std is not None:
+        images = images * np.asarray(std, np.float32)[:c] + np.asarray(mean, np.float32)[:c]
+    fig, axes = plt.subplots(3, n, figsize=(1.4 * n, 4.4), squeeze=False)
+    cmap = plt.get_cmap("tab20", max(num_classes, 2))
+    for i in range(n):
+        img = images[i]
+        img = (img - img.min()) / (np.ptp(img) + 1e-6)  # display range [0, 1]
+        gt = np.where(mask[i] == IGNORE_INDEX, 0, mask[i])
+        rows = [
+            (img[..., 0] if c == 1 else img, {"cmap": "gray"} if c == 1 else {}),
+            (gt, {"cmap": cmap}),
+            (preds[i], {"cmap": cmap}),
+        ]
+        for row, (a, kw) in enumerate(rows):
+            if row:
+                kw.update(vmin=0, vmax=max(num_classes - 1, 1), interpolation="nearest")
+            axes[row, i].imshow(a, **kw)
+            axes[row, i].axis("off")
+    for row, title in enumerate(["image", "ground truth", "prediction"]):
+        axes[row, 0].set_title(title, fontsize=8, loc="left")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

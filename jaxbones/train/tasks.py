@@ -5,8 +5,9 @@
 Built in: 'classification' (softmax cross-entropy; label smoothing; mixup/cutmix soft labels
 from ``jaxbones.data.mixup_cutmix``), 'mae' (the model returns its reconstruction loss),
 'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
-as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy from
-``jaxbones.train.segmentation``; mean IoU from a confusion matrix).
+as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy + optional Dice
+from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean IoU from a
+confusion matrix).
 
 A task's methods:
   build_model(config, num_classes): the Linen module.
@@ -226,18 +227,36 @@ class MAE(Task):
         return {"loss": outs[0].astype(jnp.float32) * jnp.sum(valid), "count": jnp.sum(valid)}
 
 
-class Segmentation(Task):
-    name = "segmentation"
+def _seg_lib():
+    try:
+        from jaxbones.train import segmentation
+    except ImportError as e:  # the UNet helper's module
+        raise ImportError(
+            "task='segmentation' needs jaxbones/train/segmentation.py (cross_entropy, "
+            "dice_loss); install a jaxbones version with the UNet family"
+        ) from e
+    return segmentation
 
-    def _seg(self):
-        try:
-            from jaxbones.train import segmentation
-        except ImportError as e:  # the UNet helper's module
-            raise ImportError(
-                "task='segmentation' needs jaxbones/train/segmentation.py (cross_entropy, "
-                "dice_loss); install a jaxbones version with the UNet family"
-            ) from e
-        return segmentation
+
+def _seg_option(config, key, default):
+    """Segmentation keys are optional in a config (recipes add them): ``dice_weight``,
+    ``ignore_index``."""
+    return config.get(key, default) if hasattr(config, "get") else default
+
+
+class Segmentation(Task):
+    """Per-pixel classification: ``batch = {"image" [B, H, W, C], "mask" int [B, H, W]}``.
+
+    Loss: cross-entropy (+ ``config.dice_weight`` x soft Dice) over the pixels whose mask is
+    not ``config.ignore_index`` (default 255), from ``jaxbones.train.segmentation``.
+    Deep-supervision outputs (a list of logits: UNet++ / UNet3+ with ``train=True``) average
+    the per-head losses; a ``(seg_logits, cls_logits)`` pair (UNet3+ ``cgm=True``) adds the
+    image-level "has foreground" cross-entropy. Eval: a confusion matrix over the valid
+    pixels of the real (non-padding) examples -> mean IoU (classes present in the ground
+    truth or the predictions) and pixel accuracy.
+    """
+
+    name = "segmentation"
 
     def dummy_batch(self, config, channels=3):
         b = super().dummy_batch(config, channels)
@@ -245,24 +264,45 @@ class Segmentation(Task):
         b["mask"] = np.zeros((1, s, s), np.int32)
         return b
 
+    @staticmethod
+    def seg_logits(out):
+        """The segmentation logits of a model output: the first head of a deep-supervision
+        list (the full-resolution one), the first element of a ``(seg, cls)`` pair."""
+        if isinstance(out, tuple) and len(out) == 2 and getattr(out[1], "ndim", 0) == 2:
+            out = out[0]
+        if isinstance(out, list | tuple):
+            out = out[0]
+        return out
+
     def loss(self, model, variables, batch, rng, config):
-        logits, bs = _apply(model, variables, batch["image"], True, rng)
-        logits = logits.astype(jnp.float32)
-        loss = self._seg().cross_entropy(logits, batch["mask"])
-        acc = jnp.mean(jnp.argmax(logits, -1) == batch["mask"])
+        seg = _seg_lib()
+        out, bs = _apply(model, variables, batch["image"], True, rng)
+        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        loss = seg.segmentation_loss(
+            out,
+            batch["mask"],
+            ignore_index=ignore,
+            dice_weight=_seg_option(config, "dice_weight", 0.0),
+            label_smoothing=config.label_smoothing,
+        )
+        mask = batch["mask"]
+        logits = self.seg_logits(out).astype(jnp.float32)
+        valid = mask != ignore
+        hits = jnp.sum((jnp.argmax(logits, -1) == mask) & valid)
+        acc = hits / jnp.maximum(jnp.sum(valid), 1)
         return loss, {"pixel_accuracy": acc}, bs
 
     def eval_sums(self, model, variables, batch, config):
-        logits, _ = _apply(model, variables, batch["image"], False, None)
+        seg = _seg_lib()
+        out, _ = _apply(model, variables, batch["image"], False, None)
+        logits = self.seg_logits(out)
         k = logits.shape[-1]
-        pred = jnp.argmax(logits, -1).reshape(-1)
-        mask = batch["mask"].reshape(-1)
-        valid = jnp.broadcast_to(
-            _valid(batch, logits.shape[0])[:, None, None], logits.shape[:3]
-        ).reshape(-1)
-        # confusion[true, pred] over valid pixels
-        conf = jnp.zeros((k, k), jnp.float32).at[mask, pred].add(valid)
-        return {"confusion": conf, "count": jnp.sum(valid)}
+        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        # padding examples (valid=False) count nowhere: their pixels become ignored
+        valid = _valid(batch, logits.shape[0])[:, None, None] > 0
+        mask = jnp.where(valid, batch["mask"], ignore)
+        conf = seg.confusion_matrix(logits, mask, k, ignore_index=ignore)  # [true, pred]
+        return {"confusion": conf, "count": jnp.sum(conf)}
 
     def finalize(self, sums):
         conf = np.asarray(sums["confusion"], np.float64)
