@@ -22,6 +22,7 @@ RECIPES = [
     "mae_pretrain",
     "mae_finetune",
     "mae_linprobe",
+    "unet_segmentation",
 ]
 HAS_DATA = hasattr(data, "make_train_iterator")
 HAS_MAE = bool(list_models("mae_vit_base_patch16_dec512d8b")) and bool(
