@@ -69,42 +69,42 @@ def _tiny_torch(resnet: bool = False, quick_gelu: bool = False, image_size: int 
 
 
 def _tiny_overrides(resnet: bool = False, image_size: int = 32, **kw):
+    """The jaxbones overrides matching ``_tiny_torch``; ``kw`` overrides them."""
     common = {"embed_dim": 32, "img_size": image_size, "text_width": 64, "text_heads": 2}
-    common.update({"text_layers": 2, **kw})
+    common["text_layers"] = 2
     if resnet:
-        return "clip_rn50", {
-            **common,
-            "vision_layers": (1, 1, 1, 1),
-            "vision_width": 16,
-            "vision_head_width": 8,
-        }
-    return "clip_vit_b32", {
-        **common,
-        "vision_layers": 2,
-        "vision_width": 64,
-        "vision_patch_size": 16,
-    }
+        vision = {"vision_layers": (1, 1, 1, 1), "vision_width": 16, "vision_head_width": 8}
+        return "clip_rn50", {**common, **vision, **kw}
+    vision = {"vision_layers": 2, "vision_width": 64, "vision_patch_size": 16}
+    return "clip_vit_b32", {**common, **vision, **kw}
+
+
+def _normalized_outputs(raw_img, raw_txt, scale):
+    img = raw_img / np.linalg.norm(raw_img, axis=-1, keepdims=True)
+    txt = raw_txt / np.linalg.norm(raw_txt, axis=-1, keepdims=True)
+    return [img, txt, scale * img @ txt.T, raw_img, raw_txt]
 
 
 def _torch_outputs(m, x, tokens):
+    """open_clip's forward (normalised features, scale) plus the raw tower outputs."""
     with torch.no_grad():
-        img, txt, scale = m(to_nchw(x), torch.from_numpy(tokens).long())
-        raw_img = m.encode_image(to_nchw(x))
-        raw_txt = m.encode_text(torch.from_numpy(tokens).long())
-    logits = scale * img @ txt.T
-    return [t.numpy() for t in (img, txt, logits, raw_img, raw_txt)]
+        raw_img = m.encode_image(to_nchw(x)).numpy()
+        raw_txt = m.encode_text(torch.from_numpy(tokens).long()).numpy()
+        scale = float(m.logit_scale.exp())
+    return _normalized_outputs(raw_img, raw_txt, scale)
 
 
 def _jax_outputs(name, variables, x, tokens, **ov):
+    """Our raw tower outputs (``encode_image`` / ``encode_text``, one compiled program); the
+    normalisation and logits are checked separately against ``CLIP.__call__``."""
     model = jaxbones.create_model(name, **ov)
 
     def f(v, x, t):
-        img, txt, scale = model.apply(v, x, t)
-        raw_img = model.apply(v, x, method="encode_image")
-        raw_txt = model.apply(v, t, method="encode_text")
-        return img, txt, scale * img @ txt.T, raw_img, raw_txt
+        return model.apply(v, x, method="encode_image"), model.apply(v, t, method="encode_text")
 
-    return [np.asarray(a) for a in fast_jit(f)(variables, x, jnp.asarray(tokens))]
+    raw_img, raw_txt = (np.asarray(a) for a in fast_jit(f)(variables, x, jnp.asarray(tokens)))
+    scale = float(jnp.exp(variables["params"]["logit_scale"]))
+    return _normalized_outputs(raw_img, raw_txt, scale)
 
 
 def _assert_all_close(ours, ref, tol=1e-4):
@@ -141,9 +141,44 @@ def test_vit_b32_full_size_parity_image_text_logits():
     ref = _torch_outputs(m, x, tokens)
     ours = _jax_outputs("clip_vit_b32", variables, x, tokens)
     _assert_all_close(ours, ref)
-    np.testing.assert_allclose(
-        float(jnp.exp(variables["params"]["logit_scale"])), float(m.logit_scale.exp()), rtol=1e-6
-    )
+    with torch.no_grad():  # open_clip's forward: normalised features and exp(logit_scale)
+        t_img, t_txt, t_scale = m(to_nchw(x), torch.from_numpy(tokens).long())
+    assert_close(ref[0], t_img.numpy(), 1e-6)
+    assert_close(ref[1], t_txt.numpy(), 1e-6)
+    assert_close(ref[2], (t_scale * t_img @ t_txt.T).numpy(), 1e-6)
+
+
+def test_call_and_logits_methods():
+    """``CLIP.__call__`` (normalised features, exp(logit_scale)), ``method='logits'`` and
+    ``normalize=True`` agree with the tower outputs; image-only and text-only calls work."""
+    name, ov = _tiny_overrides()
+    model = jaxbones.create_model(name, **ov)
+    x = np.random.default_rng(6).standard_normal((3, 32, 32, 3)).astype(np.float32)
+    tokens = tokenize(TEXTS[:2])
+    variables = fast_jit(model.init)(jax.random.PRNGKey(0), x)  # image only: text tower too
+    assert "text" in variables["params"]
+
+    def f(v):
+        raw_img = model.apply(v, x, method="encode_image")
+        raw_txt = model.apply(v, tokens, method="encode_text")
+        img, txt, scale = model.apply(v, x, tokens)
+        per_image, per_text = model.apply(v, x, tokens, method="logits")
+        img_only = model.apply(v, x)
+        txt_only = model.apply(v, None, tokens)
+        normed = model.apply(v, x, normalize=True, method="encode_image")
+        return raw_img, raw_txt, img, txt, scale, per_image, per_text, img_only, txt_only, normed
+
+    raw_img, raw_txt, img, txt, scale, per_image, per_text, img_only, txt_only, normed = fast_jit(
+        f
+    )(variables)
+    ref = _normalized_outputs(np.asarray(raw_img), np.asarray(raw_txt), float(scale))
+    np.testing.assert_allclose(float(scale), 1 / 0.07, rtol=1e-6)
+    for a, b in [(img, ref[0]), (txt, ref[1]), (per_image, ref[2]), (per_text, ref[2].T)]:
+        assert_close(a, b, 1e-6)
+    assert img_only[1] is None and txt_only[0] is None
+    assert_close(img_only[0], img, 0)
+    assert_close(txt_only[1], txt, 0)
+    assert_close(normed, img, 0)
 
 
 def test_rn50_parity_full_depth_at_64px():
@@ -313,15 +348,17 @@ def test_zero_shot_classifier_equals_open_clip():
     classes = ["cat", "dog", "airplane", "crème brûlée"]
     templates = ["a photo of a {}.", "a blurry photo of the {}", "itap of a {}!"]
     ref = build_zero_shot_classifier(
-        m, open_clip.get_tokenizer("ViT-B-32"), classes, templates, num_classes_per_batch=3
+        m, open_clip.get_tokenizer("ViT-B-32"), classes, templates, num_classes_per_batch=2
     ).numpy()
-    ours = ours_build(model, variables, classes, templates, num_classes_per_batch=3)
+    # two batches of 2 classes x 3 templates (one compiled shape)
+    ours = ours_build(model, variables, classes, templates, num_classes_per_batch=2)
     assert ours.shape == (32, 4)
     assert_close(ours, ref)
     x = np.random.default_rng(5).standard_normal((3, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():
         ref_logits = 100.0 * m.encode_image(to_nchw(x), normalize=True) @ torch.from_numpy(ref)
-    assert_close(zero_shot_logits(model, variables, x, ours), ref_logits.numpy())
+    logits = fast_jit(lambda v, x, w: zero_shot_logits(model, v, x, w))(variables, x, ours)
+    assert_close(logits, ref_logits.numpy())
 
 
 # ----------------------------------------------------------------------- contrastive loss
@@ -405,7 +442,7 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
 
     def eval_iter():
         it = batches(1)
-        return [next(it) for _ in range(2)]
+        return [next(it)]
 
     out = loop.run(c, train_iter=batches(0), eval_iter=eval_iter())
     losses = [h["loss"] for h in out["_history"] if h["split"] == "train"]
