@@ -34,7 +34,7 @@ _CONFIGS = {
 }
 PARITY_MODELS = ["clip_vit_b32", "clip_rn50", "clip_vit_b16", "clip_vit_l14"]
 NO_REFERENCE = {}
-_SMALL_TEXT = {"text_layers": 1}
+_SMALL_TEXT = {"text_layers": 1, "vocab_size": 1024}
 SMOKE_OVERRIDES = {
     "clip_vit_b32": {"vision_layers": 1, "img_size": 64, **_SMALL_TEXT},
     "clip_vit_b16": {"vision_layers": 1, "img_size": 64, **_SMALL_TEXT},
