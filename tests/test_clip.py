@@ -449,3 +449,33 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
     assert out["eval_i2t_accuracy"] > 0.5 and out["eval_t2i_accuracy"] > 0.5, out
+
+
+def test_clip_pretrain_recipe_config_and_data():
+    """The recipe's config locks and takes overrides, its model builds, and its captions name
+    each image's digit (the full run's numbers are in the recipe's docstring)."""
+    from experiments import clip_pretrain
+    from jaxbones.train.config import apply_overrides
+
+    for word in ("Command:", "Hardware:", "Time:", "Result:"):
+        assert word in clip_pretrain.__doc__
+    c = clip_pretrain.get_config()
+    c.lock()
+    apply_overrides(c, ["--config.num_steps=5"])
+    assert c.num_steps == 5 and c.task == "clip"
+    with pytest.raises(ValueError, match="did you mean"):
+        apply_overrides(c, ["--config.num_step=3"])
+    model = jaxbones.create_model(c.model, img_size=c.image_size, **c.model_kwargs)
+    tr_x, tr_y, te_x, _ = clip_pretrain.digits_split(c.image_size)
+    assert tr_x.shape == (1347, 32, 32, 3) and te_x.shape == (450, 32, 32, 3)
+    assert tr_x.min() == -1.0 and tr_x.max() == 1.0
+    tk = Tokenizer()
+    batch = next(clip_pretrain.caption_batches(tr_x, tr_y, 64, 0, tk))
+    assert batch["image"].shape == (64, 32, 32, 3) and batch["text"].shape == (64, 77)
+    images = {x.tobytes(): y for x, y in zip(tr_x, tr_y)}
+    for x, ids in zip(batch["image"], batch["text"]):
+        label = images[x.tobytes()]
+        words = tk.decode(ids[1 : list(ids).index(tk.eot_token_id)]).split()
+        assert clip_pretrain.NAMES[label] in words or str(label) in words
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch["image"], batch["text"])
+    assert shapes["params"]["visual"]["attnpool"]["positional_embedding"].shape == (2, 1024)
