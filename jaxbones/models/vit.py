@@ -59,6 +59,7 @@ class Block(nn.Module):
       attention projection and in the MLP; attn_drop: attention-probability dropout;
       drop_path: stochastic-depth rate (overridden per call by ``drop_path_rate`` under
       ``scan``); attn_implementation: kernel for ``dot_product_attention``;
+      causal: mask attention to earlier tokens (CLIP's text tower);
       dtype, param_dtype.
     """
 
@@ -71,6 +72,7 @@ class Block(nn.Module):
     attn_drop: float = 0.0
     drop_path: float = 0.0
     attn_implementation: str | None = None
+    causal: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -78,6 +80,9 @@ class Block(nn.Module):
     def __call__(self, x, deterministic: bool = True, drop_path_rate=None):
         rate = self.drop_path if drop_path_rate is None else drop_path_rate
         dim = x.shape[-1]
+        n = x.shape[1]
+        # [L, L] lower-triangular: token i attends to tokens <= i (CLIP's additive -inf mask)
+        mask = jnp.tril(jnp.ones((n, n), bool)) if self.causal else None
         norm = functools.partial(
             LayerNorm, epsilon=self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype
         )
@@ -90,7 +95,7 @@ class Block(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="attn",
-        )(norm(name="norm1")(x), deterministic)
+        )(norm(name="norm1")(x), deterministic, mask=mask)
         x = x + _drop_path(self, y, rate, deterministic)
         y = Mlp(
             int(dim * self.mlp_ratio),

@@ -318,3 +318,61 @@ class Segmentation(Task):
 
 for _t in (Classification(), LinProbe(), MAE(), Segmentation()):
     register_task(_t)
+
+
+class CLIPTask(Task):
+    """'clip': contrastive image-text training. Batches are ``{"image": [B, H, W, C] float,
+    "text": [B, context_length] int token ids}`` (``jaxbones.text.tokenize``); the loss is
+    ``jaxbones.train.contrastive.clip_loss`` over the global batch. Eval sums the loss and
+    the in-batch image->text / text->image top-1 retrieval accuracy (padding rows, where
+    ``valid`` is 0, are excluded from both the targets and the candidates)."""
+
+    name = "clip"
+    best_mode = "min"
+
+    def build_model(self, config, num_classes, channels=3):
+        kw = model_kwargs(config, in_chans=channels, img_size=config.image_size)
+        return create_model(config.model, **kw)
+
+    def dummy_batch(self, config, channels=3):
+        b = super().dummy_batch(config, channels)
+        b["text"] = np.zeros((1, create_model(config.model).context_length), np.int32)
+        return b
+
+    def init(self, model, config, rng, channels=3):
+        b = self.dummy_batch(config, channels)
+        return model.init(_rngs(rng) | {"params": rng}, b["image"], b["text"])
+
+    def loss(self, model, variables, batch, rng, config):
+        from jaxbones.train.contrastive import clip_loss
+
+        (img, txt, scale), bs = _apply(
+            model, variables, batch["image"], True, rng, text=batch["text"]
+        )
+        loss = clip_loss(img, txt, scale)
+        return loss, {"logit_scale": scale.astype(jnp.float32)}, bs
+
+    def eval_sums(self, model, variables, batch, config):
+        (img, txt, scale), _ = _apply(
+            model, variables, batch["image"], False, None, text=batch["text"]
+        )
+        n = img.shape[0]
+        valid = _valid(batch, n)
+        logits = scale * img.astype(jnp.float32) @ txt.astype(jnp.float32).T  # [B, B]
+        pair_ok = valid[:, None] * valid[None, :] > 0
+        logits = jnp.where(pair_ok, logits, -1e9)  # padding never competes
+        targets = jnp.arange(n)
+
+        def xent(lg):
+            return -jnp.take_along_axis(jax.nn.log_softmax(lg, -1), targets[:, None], -1)[:, 0]
+
+        loss = (xent(logits) + xent(logits.T)) / 2
+        return {
+            "loss": jnp.sum(loss * valid),
+            "i2t_accuracy": jnp.sum((jnp.argmax(logits, -1) == targets) * valid),
+            "t2i_accuracy": jnp.sum((jnp.argmax(logits, 0) == targets) * valid),
+            "count": jnp.sum(valid),
+        }
+
+
+register_task(CLIPTask())
