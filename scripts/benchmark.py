@@ -532,7 +532,11 @@ def _study_tables(srows: list[dict]) -> list[str]:
     for r in srows:
         groups.setdefault((r["study"], r["model"], r["mode"], r["batch"], r.get("img_size")), [])
         groups[(r["study"], r["model"], r["mode"], r["batch"], r.get("img_size"))].append(r)
-    for (study, model, mode, batch, px), rows in groups.items():
+    for (study, model, mode, batch, px), grows in groups.items():
+        rows = [r for r in grows if r["framework"] == "jax"]
+        torch_rows = [r for r in grows if r["framework"] != "jax"]
+        if not rows:
+            continue
         base = next((r for r in rows if r.get("knob") in ("-", "")), rows[0])
         lines += [
             (
@@ -543,11 +547,12 @@ def _study_tables(srows: list[dict]) -> list[str]:
             "",
             (
                 "| knob | dtype | what it changes | step ms | img/s | img/s vs base | compile s | "
-                "compile vs base | temp GB | temp vs base | load |"
+                "compile vs base | temp GB | temp vs base | vs torch | load |"
             ),
-            "|" + "---|" * 11,
+            "|" + "---|" * 12,
         ]
         for r in rows:
+            best = [t["images_per_s"] for t in torch_rows if t["dtype"] == r["dtype"]]
             lines.append(
                 f"| `{r.get('knob') or '-'}` | {r['dtype']} | {_knob_doc(r.get('knob'))} | "
                 f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.2f')} | "
@@ -555,7 +560,15 @@ def _study_tables(srows: list[dict]) -> list[str]:
                 f"{_fmt(r.get('compile_s'), '.1f')} | "
                 f"{_ratio(r.get('compile_s'), base.get('compile_s'))} | "
                 f"{_fmt(r.get('temp_gb'), '.2f')} | "
-                f"{_ratio(r.get('temp_gb'), base.get('temp_gb'))} | {_load(r)} |"
+                f"{_ratio(r.get('temp_gb'), base.get('temp_gb'))} | "
+                f"{_ratio(r['images_per_s'], max(best) if best else None)} | {_load(r)} |"
+            )
+        for t in torch_rows:
+            lines.append(
+                f"| PyTorch: {t['framework']} ({t['options']}) | {t['dtype']} | reference | "
+                f"{_fmt(t['step_ms'], '.1f')} | {_fmt(t['images_per_s'], '.2f')} | "
+                f"{_ratio(t['images_per_s'], base['images_per_s'])} | - | - | - | - | - | "
+                f"{_load(t)} |"
             )
         lines.append("")
     return lines
@@ -773,6 +786,8 @@ def main(argv=None):
                                 img_size=a.img_size,
                             )
                         )
+                        if a.study:  # the study's own PyTorch reference, measured alongside
+                            rows[-1].study, rows[-1].knob = a.study, rows[-1].framework
                         _append(a.out, rows[-1:])
     if a.no_render:
         return

@@ -104,12 +104,15 @@ def test_render_knob_study_and_ratio_pairing():
         row(study="s", knob="-", temp_gb=2.0, loadavg=[1.0, 1.0, 1.0], host="CPU X, 2 cores"),
         row(study="s", knob="remat_policy=full", images_per_s=40.0, temp_gb=0.5, compile_s=12.0),
         row(study="s", knob="xla=--xla_cpu_multi_thread_eigen=false", images_per_s=20.0),
+        row(study="s", knob="torch-eager", framework="torch-eager", images_per_s=40.0),
     ]
     text = benchmark.render(rows)
     assert "| 1.50x | 3.0 |" in text  # 60 / 40 (the bf16 torch row is not its pair)
     assert "0.40x" not in text.split("### Knob studies")[0]  # study rows not in the main table
     study = text.split("### Knob studies")[1]
-    assert "| `remat_policy=full` |" in study and "| 0.50x | 12.0 | 1.20x | 0.50 | 0.25x |" in study
+    assert "| `remat_policy=full` |" in study
+    assert "| 0.50x | 12.0 | 1.20x | 0.50 | 0.25x | 1.00x |" in study  # vs base, vs torch
+    assert "| PyTorch: torch-eager (-) | float32 | reference | 100.0 | 40.00 | 0.50x |" in study
     assert "single-threaded Eigen" in study and "| 0.25x |" in study
     assert "CPU X, 2 cores" in text and "rows predate machine/load recording" in text
     assert "machine was shared" in text  # load 3.0 > 2 cores
