@@ -6,10 +6,10 @@
     # compile time only (lower + XLA compile of the train step, HLO size, memory analysis):
     python -m scripts.benchmark --models vit_large_patch16_224,resnet152 --modes compile \
         --variants 'scan=false;scan=true' --torch none
-    # a knob study: the first variant is the baseline, every row is rendered as a ratio to it
-    python -m scripts.benchmark --models vit_base_patch16_224 --modes train --torch none \
-        --study vit_b_cpu --variants '-;remat_policy=full;scan=true;donate=false;\
-xla=--xla_cpu_multi_thread_eigen=false'
+    # a knob study: the first variant ('-': defaults) is the baseline; rows render as ratios
+    python -m scripts.benchmark --models resnet50 --modes train --torch eager --study r50 \
+        --variants="-;scan=true;remat_policy=full;donate=false;"\
+"xla=--xla_cpu_multi_thread_eigen=false"
 
 For each model and setting it measures, on synthetic data:
   * JAX: training step (forward + backward + AdamW update, jitted and donated) and inference
@@ -415,7 +415,8 @@ KNOB_DOCS = {
     "block in backward; `dots`: keep matmul/conv outputs; `dots_no_batch`). Trades "
     "activation memory (temp GB) for recompute (step time).",
     "attn_implementation": "kernel behind `dot_product_attention`: default (`None`, XLA picks), "
-    "`xla` (explicit einsum-softmax-einsum), `cudnn` (flash attention on NVIDIA GPUs only).",
+    "`xla` (explicit einsum-softmax-einsum), `cudnn` (flash attention on NVIDIA GPUs only). "
+    "On CPU `None` resolves to `xla`, so there the row measures run-to-run noise.",
     "dtype": "compute dtype (parameters stay float32, norms/softmax/loss in float32). bf16 "
     "pays off on tensor-core/MXU hardware; on CPU it is emulated and usually slower.",
     "donate": "`donate_argnums` on params/optimizer state/batch_stats: XLA updates them in "
@@ -431,6 +432,19 @@ XLA_FLAG_DOCS = {
     "--xla_cpu_enable_fast_math=true": "LLVM fast-math (reassociation, approximate "
     "reciprocals): changes results slightly",
     "--xla_cpu_use_fusion_emitters=false": "the older loop emitters for CPU fusions",
+}
+# One-line effect per knob setting for the study tables (key=value first, then key).
+KNOB_SHORT = {
+    "scan=true": "one scanned block body per stack",
+    "scan": "scan over identical blocks",
+    "remat_policy=full": "recompute every block in backward",
+    "remat_policy=dots": "keep matmul/conv outputs, recompute the rest",
+    "remat_policy": "rematerialisation policy",
+    "attn_implementation=xla": "explicit XLA attention (CPU default anyway: noise)",
+    "attn_implementation": "attention kernel",
+    "donate=false": "no buffer donation (state copied each step)",
+    "dtype=bfloat16": "bf16 compute",
+    "dtype": "compute dtype",
 }
 LAYOUT_NOTE = (
     "Layout is not a knob: every model is NHWC end to end (Flax's `nn.Conv` layout and the "
@@ -519,8 +533,8 @@ def _knob_doc(label: str) -> str:
         k, _, v = kv.partition("=")
         if k == "xla":
             docs += [XLA_FLAG_DOCS.get(f, f) for f in v.split()]
-        elif k in KNOB_DOCS:
-            docs.append(f"{k}: " + KNOB_DOCS[k].split(":")[0].split(".")[0])
+        elif f"{k}={v.lower()}" in KNOB_SHORT or k in KNOB_SHORT:
+            docs.append(KNOB_SHORT.get(f"{k}={v.lower()}", KNOB_SHORT.get(k)))
         else:
             docs.append(f"model option {k}")
     return "; ".join(docs)
