@@ -95,6 +95,7 @@ class Row:
     loadavg: list[float] | None = None  # os.getloadavg() just before the measurement
     host: str | None = None  # CPU model and cores, or accelerator
     versions: str | None = None  # jax / jaxlib / flax / torch
+    flops_from: str | None = None  # set when FLOPs do not come from the compiled step itself
 
 
 def host_info() -> str:
@@ -180,32 +181,37 @@ def bench_jax(
         "mask": jax.random.PRNGKey(4),
     }
 
-    def loss_fn(p, others, x, y):
-        out, upd = model.apply(
-            {"params": p, **others}, x, train=True, mutable=["batch_stats"], rngs=rngs
-        )
-        if is_mae:
-            return out[0].astype(jnp.float32), upd
-        logits = out.astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
-
     tx = optax.adamw(1e-4)
     train = mode in ("train", "compile")
-    if train:
 
-        def step(p, o, others, x, y):
-            (loss, upd), g = jax.value_and_grad(loss_fn, has_aux=True)(p, others, x, y)
-            u, o = tx.update(g, o, p)
-            return optax.apply_updates(p, u), o, {**others, **upd}, loss
+    def build(model):
+        def loss_fn(p, others, x, y):
+            out, upd = model.apply(
+                {"params": p, **others}, x, train=True, mutable=["batch_stats"], rngs=rngs
+            )
+            if is_mae:
+                return out[0].astype(jnp.float32), upd
+            logits = out.astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
 
-        fn = jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
-    else:
+        if train:
 
-        def fwd(p, others, x):
-            out = model.apply({"params": p, **others}, x, train=False, rngs=rngs)
-            return out[0] if is_mae else out
+            def step(p, o, others, x, y):
+                (loss, upd), g = jax.value_and_grad(loss_fn, has_aux=True)(p, others, x, y)
+                u, o = tx.update(g, o, p)
+                return optax.apply_updates(p, u), o, {**others, **upd}, loss
 
-        fn = jax.jit(fwd)
+            fn = jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
+        else:
+
+            def fwd(p, others, x):
+                out = model.apply({"params": p, **others}, x, train=False, rngs=rngs)
+                return out[0] if is_mae else out
+
+            fn = jax.jit(fwd)
+        return fn
+
+    fn = build(model)
 
     def make_args():
         v = jax.jit(lambda r: model.init(r, x[:1], train=False))(jax.random.PRNGKey(0))
@@ -226,6 +232,15 @@ def bench_jax(
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
+    if overrides.get("scan"):
+        # XLA's cost analysis counts a while-loop body once, not once per iteration: model
+        # FLOPs of a scanned model come from lowering (not compiling) its unrolled twin.
+        twin = jaxbones.create_model(name, dtype=cdtype, **size_ov, **{**overrides, "scan": False})
+        tv = jax.eval_shape(lambda r: twin.init(r, x[:1], train=False), jax.random.PRNGKey(0))
+        tp, to = tv["params"], {k: a for k, a in tv.items() if k != "params"}
+        targs = [tp, jax.eval_shape(tx.init, tp), to, x, y] if train else [tp, to, x]
+        cost = build(twin).lower(*targs).cost_analysis()
+        tags = {**tags, "flops_from": "unrolled twin (lowered)"}
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     mem = compiled.memory_analysis()
@@ -481,14 +496,16 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             if t["framework"].startswith("torch") and _key(t) == _key(r) and t["images_per_s"]
         ]
         ratio = f"{r['images_per_s'] / max(best):.2f}x" if r["framework"] == "jax" and best else "-"
-        mfu = r.get("mfu")
+        mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
+        if "scan=True" in r["options"] and not r.get("flops_from"):
+            mfu = tflops = None  # recorded before scanned FLOPs were counted per iteration
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['batch']} | "
             f"{r.get('img_size', '-')} | {r['framework']} | {r['options']} | "
             f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.1f')} | "
             f"{_fmt(r['images_per_s_per_device'], '.1f')} | "
             f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('memory_gb'), '.2f')} | "
-            f"{_fmt(r.get('tflops_per_step'), '.3f')} | "
+            f"{_fmt(tflops, '.3f')} | "
             f"{'-' if mfu is None else format(100 * mfu, '.1f') + '%'} | {ratio} | {_load(r)} |"
         )
     return lines
@@ -516,7 +533,7 @@ def _compile_table(crows: list[dict]) -> list[str]:
             f"{r['options']} | {_fmt(r.get('lower_s'), '.1f')} | {r['compile_s']:.1f} | "
             f"{r['compile_s'] / first[k]:.2f}x | {_fmt(r.get('hlo_ops'), 'd')} | "
             f"{_fmt(r.get('temp_gb'), '.2f')} | {_fmt(r.get('memory_gb'), '.2f')} | "
-            f"{_fmt(r.get('tflops_per_step'), '.3f')} | {_load(r)} |"
+            f"{_load(r)} |"
         )
     return lines
 

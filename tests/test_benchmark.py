@@ -38,10 +38,8 @@ def test_benchmark_end_to_end(tmp_path):
     common = ["--models=resnet18", "--img-size=32", "--batch=2", f"--out={out}", f"--md={md}"]
     # inference, JAX next to PyTorch eager (the cheapest pair to compile on 2 CPU cores)
     benchmark.main([*common, "--modes=infer", "--steps=1", "--warmup=0", "--torch=eager"])
-    # a compile-only row of the train step for a reduced-depth scanned variant (no torch row)
-    benchmark.main(
-        [*common, "--modes=compile", "--torch=eager", "--variants=layers=1/2/1/1,scan=true"]
-    )
+    # a compile-only row of the train step for a reduced-depth variant (no torch row)
+    benchmark.main([*common, "--modes=compile", "--torch=eager", "--variants=layers=1/1/1/1"])
     rows = _rows(out)
     assert [(r["framework"], r["mode"]) for r in rows] == [
         ("jax", "infer"),
@@ -52,7 +50,7 @@ def test_benchmark_end_to_end(tmp_path):
         assert ROW_FIELDS <= set(r), ROW_FIELDS - set(r)
         assert (r["model"], r["batch"], r["img_size"], r["dtype"]) == ("resnet18", 2, 32, "float32")
         assert r["device"].startswith("cpu:") and "cores" in r["host"] and len(r["loadavg"]) == 3
-    jax_row, torch_row, scanned = rows
+    jax_row, torch_row, compiled = rows
     for r in (jax_row, torch_row):
         assert r["step_ms"] > 0
         assert math.isclose(r["images_per_s"], 2 / (r["step_ms"] / 1e3), rel_tol=1e-6)
@@ -60,15 +58,15 @@ def test_benchmark_end_to_end(tmp_path):
     assert 0.5 * 2 * 1.82e9 / 49 < jax_row["tflops_per_step"] * 1e12 < 2 * 2 * 1.82e9 / 49
     assert jax_row["memory_gb"] > 11.6e6 * 4 / 2**30  # at least the float32 parameters
     assert "jax" in jax_row["versions"] and "torch" in torch_row["versions"]
-    assert scanned["step_ms"] is None and scanned["compile_s"] > scanned["lower_s"] > 0
-    assert scanned["hlo_ops"] > 100 and scanned["temp_gb"] > 0
-    assert scanned["options"] == "layers=1/2/1/1,scan=True"
+    assert compiled["step_ms"] is None and compiled["compile_s"] > compiled["lower_s"] > 0
+    assert compiled["hlo_ops"] > 100 and compiled["temp_gb"] > 0
+    assert compiled["options"] == "layers=1/1/1/1"
 
     text = md.read_text()
     ratio = jax_row["images_per_s"] / torch_row["images_per_s"]
     assert "### Throughput" in text and "### Compile time" in text
     assert f"| {ratio:.2f}x |" in text  # JAX / PyTorch, same mode/dtype/batch/resolution
-    assert "| resnet18 | float32 | 2 | 32 | layers=1/2/1/1,scan=True | " in text
+    assert "| resnet18 | float32 | 2 | 32 | layers=1/1/1/1 | " in text
     assert jax_row["host"] in text and "torch " in text
 
 
@@ -105,6 +103,8 @@ def test_render_knob_study_and_ratio_pairing():
         row(study="s", knob="remat_policy=full", images_per_s=40.0, temp_gb=0.5, compile_s=12.0),
         row(study="s", knob="xla=--xla_cpu_multi_thread_eigen=false", images_per_s=20.0),
         row(study="s", knob="torch-eager", framework="torch-eager", images_per_s=40.0),
+        # a scanned row recorded before FLOPs were counted per loop iteration: no TFLOP shown
+        row(model="m2", options="scan=True", tflops_per_step=0.123),
     ]
     text = benchmark.render(rows)
     assert "| 1.50x | 3.0 |" in text  # 60 / 40 (the bf16 torch row is not its pair)
@@ -116,6 +116,7 @@ def test_render_knob_study_and_ratio_pairing():
     assert "single-threaded Eigen" in study and "| 0.25x |" in study
     assert "CPU X, 2 cores" in text and "rows predate machine/load recording" in text
     assert "machine was shared" in text  # load 3.0 > 2 cores
+    assert "0.123" not in text
     assert benchmark._parse_overrides("-") == {}
     assert benchmark._parse_overrides("scan=true,layers=1/2,xla=--a=1 --b=x,y") == {
         "scan": True,
