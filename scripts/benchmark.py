@@ -520,9 +520,9 @@ def _compile_table(crows: list[dict]) -> list[str]:
         "",
         (
             "| model | dtype | batch | px | options | trace+lower s | compile s (total) | vs first | "
-            "HLO instructions | temp GB | args+out+temp GB | TFLOP/step | load |"
+            "HLO instructions | temp GB | args+out+temp GB | load |"
         ),
-        "|" + "---|" * 13,
+        "|" + "---|" * 12,
     ]
     first: dict[tuple, float] = {}
     for r in crows:

@@ -63,6 +63,9 @@ def test_benchmark_end_to_end(tmp_path):
     assert compiled["options"] == "layers=1/1/1/1"
 
     text = md.read_text()
+    for block in text.split("\n\n"):  # every table: header, rule and rows have equal cells
+        table = [ln for ln in block.splitlines() if ln.startswith("|")]
+        assert len({ln.count("|") for ln in table}) <= 1, table
     ratio = jax_row["images_per_s"] / torch_row["images_per_s"]
     assert "### Throughput" in text and "### Compile time" in text
     assert f"| {ratio:.2f}x |" in text  # JAX / PyTorch, same mode/dtype/batch/resolution
@@ -105,8 +108,13 @@ def test_render_knob_study_and_ratio_pairing():
         row(study="s", knob="torch-eager", framework="torch-eager", images_per_s=40.0),
         # a scanned row recorded before FLOPs were counted per loop iteration: no TFLOP shown
         row(model="m2", options="scan=True", tflops_per_step=0.123),
+        row(mode="compile", step_ms=None, images_per_s=None, images_per_s_per_device=None),
+        row(mode="compile", options="scan=True", step_ms=None, images_per_s=None, compile_s=2.5),
     ]
     text = benchmark.render(rows)
+    for block in text.split("\n\n"):
+        table = [ln for ln in block.splitlines() if ln.startswith("|")]
+        assert len({ln.count("|") for ln in table}) <= 1, table
     assert "| 1.50x | 3.0 |" in text  # 60 / 40 (the bf16 torch row is not its pair)
     assert "0.40x" not in text.split("### Knob studies")[0]  # study rows not in the main table
     study = text.split("### Knob studies")[1]
@@ -117,6 +125,7 @@ def test_render_knob_study_and_ratio_pairing():
     assert "CPU X, 2 cores" in text and "rows predate machine/load recording" in text
     assert "machine was shared" in text  # load 3.0 > 2 cores
     assert "0.123" not in text
+    assert "| m | float32 | 8 | 224 | scan=True | - | 2.5 | 0.25x | - |" in text  # compile table
     assert benchmark._parse_overrides("-") == {}
     assert benchmark._parse_overrides("scan=true,layers=1/2,xla=--a=1 --b=x,y") == {
         "scan": True,
