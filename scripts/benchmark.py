@@ -3,6 +3,13 @@
     python -m scripts.benchmark --models resnet50,vit_base_patch16_224 --batch 8 \
         --dtypes float32 --torch eager,compile
     python -m scripts.benchmark --render          # BENCHMARKS.md from benchmarks.jsonl only
+    # compile time only (lower + XLA compile of the train step, HLO size, memory analysis):
+    python -m scripts.benchmark --models vit_large_patch16_224,resnet152 --modes compile \
+        --variants 'scan=false;scan=true' --torch none
+    # a knob study: the first variant ('-': defaults) is the baseline; rows render as ratios
+    python -m scripts.benchmark --models resnet50 --modes train --torch eager --study r50 \
+        --variants="-;scan=true;remat_policy=full;donate=false;"\
+"xla=--xla_cpu_multi_thread_eigen=false"
 
 For each model and setting it measures, on synthetic data:
   * JAX: training step (forward + backward + AdamW update, jitted and donated) and inference
@@ -13,7 +20,16 @@ For each model and setting it measures, on synthetic data:
     ViTMAEForPreTraining with the same config), eager and ``torch.compile``, autocast to bf16
     when the JAX side runs bf16; and the ratio JAX / PyTorch.
 Rows are appended to a JSON-lines file and BENCHMARKS.md is rendered from all rows (never
-typed by hand).
+typed by hand). Every row records the machine (CPU model and cores or accelerator), library
+versions and the 1/5/15-minute load average when it was measured.
+
+Variants (``--variants``, semicolon-separated; ``-`` is the default setting) are comma lists
+of ``key=value``: any model field (``scan``, ``remat_policy``, ``attn_implementation``,
+``drop_path_rate``, ...) plus the step-level knobs ``dtype=bfloat16|float32`` (compute dtype;
+overrides ``--dtypes``), ``donate=false`` (no buffer donation in the train step) and
+``xla=FLAGS`` (XLA_FLAGS, space-separated; such a variant runs in a fresh subprocess since XLA
+reads its flags once per process). ``--modes compile`` only lowers and compiles the train
+step: compile time, optimised-HLO instruction count and XLA's memory analysis.
 """
 
 from __future__ import annotations
@@ -23,7 +39,11 @@ import dataclasses
 import datetime
 import json
 import os
+import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -58,13 +78,62 @@ class Row:
     batch: int
     img_size: int
     options: str  # scan/remat/attention settings
-    step_ms: float
-    images_per_s: float
-    images_per_s_per_device: float
-    compile_s: float | None = None
-    memory_gb: float | None = None
+    step_ms: float | None  # None for compile-only rows
+    images_per_s: float | None
+    images_per_s_per_device: float | None
+    compile_s: float | None = None  # trace + lower + XLA compile (JAX); first call (torch)
+    memory_gb: float | None = None  # XLA: arguments + outputs + temporaries
     tflops_per_step: float | None = None
     mfu: float | None = None
+    # Added with compile-only rows and knob studies (older rows lack them: rendered as -).
+    lower_s: float | None = None  # trace + lower to StableHLO (part of compile_s)
+    temp_gb: float | None = None  # XLA temporaries (activations kept for backward etc.)
+    hlo_ops: int | None = None  # instructions in the optimised HLO module
+    study: str | None = None  # knob-study name (rows of one study render as ratios)
+    knob: str | None = None  # the variant label within the study ('-' is the baseline)
+    xla_flags: str | None = None
+    loadavg: list[float] | None = None  # os.getloadavg() just before the measurement
+    host: str | None = None  # CPU model and cores, or accelerator
+    versions: str | None = None  # jax / jaxlib / flax / torch
+    flops_from: str | None = None  # set when FLOPs do not come from the compiled step itself
+
+
+def host_info() -> str:
+    """CPU model and the cores this process may use, from /proc/cpuinfo (Linux)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def versions(*mods: str) -> str:
+    import importlib.metadata as md
+
+    out = []
+    for m in mods:
+        try:
+            out.append(f"{m} {md.version(m)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# Knob keys that are not model fields: handled by the step / the process.
+STEP_KNOBS = ("dtype", "donate", "xla")
 
 
 def _median_time(fn, steps: int, warmup: int) -> float:
@@ -81,7 +150,11 @@ def _median_time(fn, steps: int, warmup: int) -> float:
 # ----------------------------------------------------------------------------------- JAX
 
 
-def bench_jax(name, *, batch, dtype, mode, steps, warmup, overrides) -> Row:
+def bench_jax(
+    name, *, batch, dtype, mode, steps, warmup, overrides, img_size=None, donate=True, **tags
+) -> Row:
+    """One JAX row. ``mode``: 'train', 'infer' or 'compile' (train step, compiled only).
+    ``tags`` (study, knob, xla_flags) are recorded as given."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -90,13 +163,17 @@ def bench_jax(name, *, batch, dtype, mode, steps, warmup, overrides) -> Row:
 
     info = jaxbones.model_info(name)
     h, w, c = info["input_size"]
+    if img_size:
+        h = w = img_size
     cdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    model = jaxbones.create_model(name, dtype=cdtype, **overrides)
+    size_ov = {}
+    if img_size and "img_size" in jaxbones.registry.model_fields(name):
+        size_ov = {"img_size": img_size}  # position tables / windows follow the resolution
+    model = jaxbones.create_model(name, dtype=cdtype, **size_ov, **overrides)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, h, w, c), jnp.float32)
     y = jax.random.randint(jax.random.PRNGKey(1), (batch,), 0, 1000)
-    variables = jax.jit(lambda r: model.init(r, x[:1], train=False))(jax.random.PRNGKey(0))
-    params = variables["params"]
-    others = {k: v for k, v in variables.items() if k != "params"}
+    # init at the benchmark resolution (models with an img_size field get it as an override)
+    variables = jax.eval_shape(lambda r: model.init(r, x[:1], train=False), jax.random.PRNGKey(0))
     is_mae = name.startswith("mae_")
     rngs = {
         "dropout": jax.random.PRNGKey(2),
@@ -104,63 +181,100 @@ def bench_jax(name, *, batch, dtype, mode, steps, warmup, overrides) -> Row:
         "mask": jax.random.PRNGKey(4),
     }
 
-    def loss_fn(p, others, x, y):
-        out, upd = model.apply(
-            {"params": p, **others}, x, train=True, mutable=["batch_stats"], rngs=rngs
-        )
-        if is_mae:
-            return out[0].astype(jnp.float32), upd
-        logits = out.astype(jnp.float32)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
-
     tx = optax.adamw(1e-4)
-    opt_state = tx.init(params)
+    train = mode in ("train", "compile")
 
-    if mode == "train":
+    def build(model):
+        def loss_fn(p, others, x, y):
+            out, upd = model.apply(
+                {"params": p, **others}, x, train=True, mutable=["batch_stats"], rngs=rngs
+            )
+            if is_mae:
+                return out[0].astype(jnp.float32), upd
+            logits = out.astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), upd
 
-        def step(p, o, others, x, y):
-            (loss, upd), g = jax.value_and_grad(loss_fn, has_aux=True)(p, others, x, y)
-            u, o = tx.update(g, o, p)
-            return optax.apply_updates(p, u), o, {**others, **upd}, loss
+        if train:
 
-        fn = jax.jit(step, donate_argnums=(0, 1, 2))
-        args = [params, opt_state, others, x, y]
+            def step(p, o, others, x, y):
+                (loss, upd), g = jax.value_and_grad(loss_fn, has_aux=True)(p, others, x, y)
+                u, o = tx.update(g, o, p)
+                return optax.apply_updates(p, u), o, {**others, **upd}, loss
+
+            fn = jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
+        else:
+
+            def fwd(p, others, x):
+                out = model.apply({"params": p, **others}, x, train=False, rngs=rngs)
+                return out[0] if is_mae else out
+
+            fn = jax.jit(fwd)
+        return fn
+
+    fn = build(model)
+
+    def make_args():
+        v = jax.jit(lambda r: model.init(r, x[:1], train=False))(jax.random.PRNGKey(0))
+        p = v["params"]
+        others = {k: a for k, a in v.items() if k != "params"}
+        return [p, tx.init(p), others, x, y] if train else [p, others, x]
+
+    if mode == "compile":  # shapes only: nothing is allocated or run
+        params = variables["params"]
+        others = {k: a for k, a in variables.items() if k != "params"}
+        args = [params, jax.eval_shape(tx.init, params), others, x, y]
     else:
-
-        def fwd(p, others, x):
-            out = model.apply({"params": p, **others}, x, train=False, rngs=rngs)
-            return out[0] if is_mae else out
-
-        fn = jax.jit(fwd)
-        args = [params, others, x]
-
+        args = make_args()
+    load = loadavg()
     t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
+    lowered = fn.lower(*args)
+    lower_s = time.perf_counter() - t0
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
+    if overrides.get("scan"):
+        # XLA's cost analysis counts a while-loop body once, not once per iteration: model
+        # FLOPs of a scanned model come from lowering (not compiling) its unrolled twin.
+        twin = jaxbones.create_model(name, dtype=cdtype, **size_ov, **{**overrides, "scan": False})
+        tv = jax.eval_shape(lambda r: twin.init(r, x[:1], train=False), jax.random.PRNGKey(0))
+        tp, to = tv["params"], {k: a for k, a in tv.items() if k != "params"}
+        targs = [tp, jax.eval_shape(tx.init, tp), to, x, y] if train else [tp, to, x]
+        cost = build(twin).lower(*targs).cost_analysis()
+        tags = {**tags, "flops_from": "unrolled twin (lowered)"}
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     mem = compiled.memory_analysis()
-    mem_gb = None
+    mem_gb = temp_gb = None
     if mem is not None:
         mem_gb = (
             mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
         ) / 2**30
+        temp_gb = mem.temp_size_in_bytes / 2**30
+    hlo_ops = None
+    if mode == "compile":
+        # instructions of the optimised module: lines "name = type op(...)" in HLO text
+        hlo_ops = len(re.findall(r"^\s*(?:ROOT )?\S+ = ", compiled.as_text(), re.MULTILINE))
 
-    state = {"args": args}
+    dt = None
+    if mode != "compile":
+        state = {"args": args}
 
-    def run():
-        if mode == "train":
-            p, o, oth, loss = compiled(*state["args"])
-            state["args"] = [p, o, oth, x, y]
-            loss.block_until_ready()
-        else:
-            jax.block_until_ready(compiled(*state["args"]))
+        def run():
+            if train:
+                p, o, oth, loss = compiled(*state["args"])
+                state["args"] = [p, o, oth, x, y]
+                loss.block_until_ready()
+            else:
+                jax.block_until_ready(compiled(*state["args"]))
 
-    dt = _median_time(run, steps, warmup)
+        dt = _median_time(run, steps, warmup)
     dev = jax.devices()[0]
     n_dev = 1
     peak = peak_flops(dev.device_kind, dtype)
+    opts = {k: "/".join(map(str, v)) if isinstance(v, tuple) else v for k, v in overrides.items()}
+    opts = dict(sorted(opts.items()))
+    if not donate:
+        opts["donate"] = False
     return Row(
         date=datetime.date.today().isoformat(),
         device=f"{dev.platform}:{dev.device_kind}",
@@ -170,21 +284,28 @@ def bench_jax(name, *, batch, dtype, mode, steps, warmup, overrides) -> Row:
         dtype=dtype,
         batch=batch,
         img_size=h,
-        options=",".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "-",
-        step_ms=dt * 1e3,
-        images_per_s=batch / dt,
-        images_per_s_per_device=batch / dt / n_dev,
+        options=",".join(f"{k}={v}" for k, v in opts.items()) or "-",
+        step_ms=None if dt is None else dt * 1e3,
+        images_per_s=None if dt is None else batch / dt,
+        images_per_s_per_device=None if dt is None else batch / dt / n_dev,
         compile_s=compile_s,
         memory_gb=mem_gb,
         tflops_per_step=flops / 1e12 if flops else None,
-        mfu=(flops / dt / peak) if (peak and flops) else None,
+        mfu=(flops / dt / peak) if (peak and flops and dt) else None,
+        lower_s=lower_s,
+        temp_gb=temp_gb,
+        hlo_ops=hlo_ops,
+        loadavg=load,
+        host=host_info() if dev.platform == "cpu" else dev.device_kind,
+        versions=versions("jax", "jaxlib", "flax"),
+        **tags,
     )
 
 
 # --------------------------------------------------------------------------------- torch
 
 
-def torch_model(name: str):
+def torch_model(name: str, img_size: int = 224):
     import jaxbones
 
     ref = jaxbones.model_info(name)["reference"]
@@ -201,7 +322,7 @@ def torch_model(name: str):
             num_attention_heads=heads,
             intermediate_size=4 * d,
             patch_size=patch,
-            image_size=224,
+            image_size=img_size,
             decoder_hidden_size=512,
             decoder_num_hidden_layers=8,
             decoder_num_attention_heads=16,
@@ -217,18 +338,24 @@ def torch_model(name: str):
     if ref.startswith("timm."):
         import timm
 
-        return timm.create_model(ref.rsplit(".", 1)[1], pretrained=False)
+        kw = {"img_size": img_size} if img_size != 224 else {}
+        try:
+            return timm.create_model(ref.rsplit(".", 1)[1], pretrained=False, **kw)
+        except TypeError:  # CNNs take any resolution and have no img_size argument
+            return timm.create_model(ref.rsplit(".", 1)[1], pretrained=False)
     raise ValueError(f"{name}: no PyTorch reference to benchmark ({ref!r})")
 
 
-def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_) -> Row:
+def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_, img_size=None) -> Row:
     import torch
 
     import jaxbones
 
     h, w, c = jaxbones.model_info(name)["input_size"]
+    if img_size:
+        h = w = img_size
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    model = torch_model(name).to(dev).to(memory_format=torch.channels_last)
+    model = torch_model(name, h).to(dev).to(memory_format=torch.channels_last)
     x = torch.randn(batch, c, h, w, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=dev)
     is_mae = name.startswith("mae_")
@@ -262,6 +389,7 @@ def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_) -> Row:
                 fwd(pixel_values=x) if is_mae else fwd(x)
             sync()
 
+    load = loadavg()
     t0 = time.perf_counter()
     run()  # first call: torch.compile compiles here
     compile_s = time.perf_counter() - t0
@@ -285,18 +413,230 @@ def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_) -> Row:
         images_per_s_per_device=batch / dt,
         compile_s=compile_s if compile_ else None,
         memory_gb=mem,
+        loadavg=load,
+        host=host_info() if dev == "cpu" else kind,
+        versions=versions("torch", "torchvision", "timm"),
     )
 
 
 # -------------------------------------------------------------------------------- render
+
+# What each knob does (static text; the measured effects are rendered from the rows).
+KNOB_DOCS = {
+    "scan": "`nn.scan` over identical blocks: one compiled block body per stack instead of one "
+    "per block. Cuts trace/compile time and HLO size roughly by the depth; the step itself "
+    "can lose some cross-block fusion.",
+    "remat_policy": "`jax.checkpoint` policy per block (`full`: save nothing, recompute the "
+    "block in backward; `dots`: keep matmul/conv outputs; `dots_no_batch`). Trades "
+    "activation memory (temp GB) for recompute (step time).",
+    "attn_implementation": "kernel behind `dot_product_attention`: default (`None`, XLA picks), "
+    "`xla` (explicit einsum-softmax-einsum), `cudnn` (flash attention on NVIDIA GPUs only). "
+    "On CPU `None` resolves to `xla`, so there the row measures run-to-run noise.",
+    "dtype": "compute dtype (parameters stay float32, norms/softmax/loss in float32). bf16 "
+    "pays off on tensor-core/MXU hardware; on CPU it is emulated and usually slower.",
+    "donate": "`donate_argnums` on params/optimizer state/batch_stats: XLA updates them in "
+    "place; without it each step allocates a second copy of the state.",
+    "xla": "XLA_FLAGS for the whole process (set before the backend starts; run in a "
+    "subprocess). Only flags jax 0.10's XLA accepts are listed below.",
+}
+XLA_FLAG_DOCS = {
+    "--xla_cpu_multi_thread_eigen=false": "single-threaded Eigen matmul/conv kernels on CPU",
+    "--xla_backend_optimization_level=0": "no LLVM optimisation of the generated code "
+    "(faster compile, slower step)",
+    "--xla_llvm_disable_expensive_passes=true": "skip LLVM's expensive passes (faster compile)",
+    "--xla_cpu_enable_fast_math=true": "LLVM fast-math (reassociation, approximate "
+    "reciprocals): changes results slightly",
+    "--xla_cpu_use_fusion_emitters=false": "the older loop emitters for CPU fusions",
+}
+# One-line effect per knob setting for the study tables (key=value first, then key).
+KNOB_SHORT = {
+    "scan=true": "one scanned block body per stack",
+    "scan": "scan over identical blocks",
+    "remat_policy=full": "recompute every block in backward",
+    "remat_policy=dots": "keep matmul/conv outputs, recompute the rest",
+    "remat_policy": "rematerialisation policy",
+    "attn_implementation=xla": "explicit XLA attention (CPU default anyway: noise)",
+    "attn_implementation": "attention kernel",
+    "donate=false": "no buffer donation (state copied each step)",
+    "dtype=bfloat16": "bf16 compute",
+    "dtype": "compute dtype",
+}
+LAYOUT_NOTE = (
+    "Layout is not a knob: every model is NHWC end to end (Flax's `nn.Conv` layout and the "
+    "layout XLA's CPU and GPU convolution emitters prefer; on TPU XLA chooses its own tiled "
+    "layouts whatever the logical one is), so a transpose per layer is never paid. The "
+    "PyTorch side runs `channels_last` for a like-for-like comparison."
+)
 
 
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _load(r) -> str:
+    return "-" if not r.get("loadavg") else f"{r['loadavg'][0]:.1f}"
+
+
+def _key(r) -> tuple:
+    return (r["model"], r["mode"], r["dtype"], r["batch"], r.get("img_size"))
+
+
+def _throughput_table(drows: list[dict]) -> list[str]:
+    lines = [
+        (
+            "| model | mode | dtype | batch | px | framework | options | step ms | img/s | "
+            "img/s/dev | compile s | mem GB | TFLOP/step | MFU | vs torch | load |"
+        ),
+        "|" + "---|" * 16,
+    ]
+    for r in drows:
+        best = [
+            t["images_per_s"]
+            for t in drows
+            if t["framework"].startswith("torch") and _key(t) == _key(r) and t["images_per_s"]
+        ]
+        ratio = f"{r['images_per_s'] / max(best):.2f}x" if r["framework"] == "jax" and best else "-"
+        mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
+        if "scan=True" in r["options"] and not r.get("flops_from"):
+            mfu = tflops = None  # recorded before scanned FLOPs were counted per iteration
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['batch']} | "
+            f"{r.get('img_size', '-')} | {r['framework']} | {r['options']} | "
+            f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.1f')} | "
+            f"{_fmt(r['images_per_s_per_device'], '.1f')} | "
+            f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('memory_gb'), '.2f')} | "
+            f"{_fmt(tflops, '.3f')} | "
+            f"{'-' if mfu is None else format(100 * mfu, '.1f') + '%'} | {ratio} | {_load(r)} |"
+        )
+    return lines
+
+
+def _compile_table(crows: list[dict]) -> list[str]:
+    lines = [
+        (
+            "Train step (forward + backward + AdamW), lowered and compiled only (`--modes compile`). "
+            "`vs first` compares compile time with the first variant listed for the model."
+        ),
+        "",
+        (
+            "| model | dtype | batch | px | options | trace+lower s | compile s (total) | vs first | "
+            "HLO instructions | temp GB | args+out+temp GB | load |"
+        ),
+        "|" + "---|" * 12,
+    ]
+    first: dict[tuple, float] = {}
+    for r in crows:
+        k = _key(r)
+        first.setdefault(k, r["compile_s"])
+        lines.append(
+            f"| {r['model']} | {r['dtype']} | {r['batch']} | {r.get('img_size', '-')} | "
+            f"{r['options']} | {_fmt(r.get('lower_s'), '.1f')} | {r['compile_s']:.1f} | "
+            f"{r['compile_s'] / first[k]:.2f}x | {_fmt(r.get('hlo_ops'), 'd')} | "
+            f"{_fmt(r.get('temp_gb'), '.2f')} | {_fmt(r.get('memory_gb'), '.2f')} | "
+            f"{_load(r)} |"
+        )
+    return lines
+
+
+def _ratio(a, b) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}x"
+
+
+def _knob_doc(label: str) -> str:
+    if label in ("-", "", None):
+        return "baseline (defaults)"
+    docs = []
+    for kv in label.split(","):
+        k, _, v = kv.partition("=")
+        if k == "xla":
+            docs += [XLA_FLAG_DOCS.get(f, f) for f in v.split()]
+        elif f"{k}={v.lower()}" in KNOB_SHORT or k in KNOB_SHORT:
+            docs.append(KNOB_SHORT.get(f"{k}={v.lower()}", KNOB_SHORT.get(k)))
+        else:
+            docs.append(f"model option {k}")
+    return "; ".join(docs)
+
+
+def _study_tables(srows: list[dict]) -> list[str]:
+    lines = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in srows:
+        groups.setdefault((r["study"], r["model"], r["mode"], r["batch"], r.get("img_size")), [])
+        groups[(r["study"], r["model"], r["mode"], r["batch"], r.get("img_size"))].append(r)
+    for (study, model, mode, batch, px), grows in groups.items():
+        rows = [r for r in grows if r["framework"] == "jax"]
+        torch_rows = [r for r in grows if r["framework"] != "jax"]
+        if not rows:
+            continue
+        base = next((r for r in rows if r.get("knob") in ("-", "")), rows[0])
+        lines += [
+            (
+                f"**{study}**: {model}, {mode}, batch {batch}, {px} px; ratios are to the "
+                f"baseline (`{base.get('knob') or '-'}`, {base['dtype']}): img/s > 1x is faster, "
+                "compile and memory < 1x are smaller."
+            ),
+            "",
+            (
+                "| knob | dtype | what it changes | step ms | img/s | img/s vs base | compile s | "
+                "compile vs base | temp GB | temp vs base | vs torch | load |"
+            ),
+            "|" + "---|" * 12,
+        ]
+        for r in rows:
+            best = [t["images_per_s"] for t in torch_rows if t["dtype"] == r["dtype"]]
+            lines.append(
+                f"| `{r.get('knob') or '-'}` | {r['dtype']} | {_knob_doc(r.get('knob'))} | "
+                f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.2f')} | "
+                f"{_ratio(r['images_per_s'], base['images_per_s'])} | "
+                f"{_fmt(r.get('compile_s'), '.1f')} | "
+                f"{_ratio(r.get('compile_s'), base.get('compile_s'))} | "
+                f"{_fmt(r.get('temp_gb'), '.2f')} | "
+                f"{_ratio(r.get('temp_gb'), base.get('temp_gb'))} | "
+                f"{_ratio(r['images_per_s'], max(best) if best else None)} | {_load(r)} |"
+            )
+        for t in torch_rows:
+            lines.append(
+                f"| PyTorch: {t['framework']} ({t['options']}) | {t['dtype']} | reference | "
+                f"{_fmt(t['step_ms'], '.1f')} | {_fmt(t['images_per_s'], '.2f')} | "
+                f"{_ratio(t['images_per_s'], base['images_per_s'])} | - | - | - | - | - | "
+                f"{_load(t)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _machine(drows: list[dict]) -> list[str]:
+    hosts = sorted({r["host"] for r in drows if r.get("host")})
+    vers = sorted({r["versions"] for r in drows if r.get("versions")})
+    loads = [r["loadavg"][0] for r in drows if r.get("loadavg")]
+    out = [f"Machine: {'; '.join(hosts) or 'not recorded'}."]
+    if vers:
+        out.append(f"Software: {'; '.join(vers)}.")
+    if loads:
+        out.append(
+            f"1-minute load average at the start of each measurement: {min(loads):.1f} to "
+            f"{max(loads):.1f} (`load` column)"
+            + (
+                "; above the core count the machine was shared with other jobs and absolute "
+                "times are inflated, compare rows measured at similar load."
+                if any(_cores(h) and max(loads) > _cores(h) for h in hosts)
+                else "."
+            )
+        )
+    missing = sum(1 for r in drows if not r.get("host"))
+    if missing:
+        out.append(f"{missing} rows predate machine/load recording (shown as -).")
+    return [" ".join(out), ""]
+
+
+def _cores(host: str) -> int | None:
+    m = re.search(r"(\d+) cores", host)
+    return int(m[1]) if m else None
+
+
 def render(rows: list[dict]) -> str:
-    """BENCHMARKS.md text from benchmark rows: one table per device, JAX next to PyTorch."""
+    """BENCHMARKS.md text from benchmark rows: per device, the throughput table (JAX next to
+    PyTorch), the compile-time table and the knob studies; the knob explanations first."""
     lines = [
         "# Benchmarks",
         "",
@@ -304,59 +644,106 @@ def render(rows: list[dict]) -> str:
             "Generated by `python -m scripts.benchmark` from `benchmarks.jsonl`; do not edit by "
             "hand. Synthetic data; train = forward + backward + AdamW update. `vs torch` is the "
             "JAX images/s divided by the best PyTorch images/s (eager or `torch.compile`) for the "
-            "same model, mode, dtype and batch on the same device. Memory: XLA's memory analysis "
-            "of the compiled step for JAX, `max_memory_allocated` for PyTorch on GPU."
+            "same model, mode, dtype, batch and resolution on the same device. Memory: XLA's "
+            "memory analysis of the compiled step for JAX (arguments + outputs + temporaries; "
+            "outputs aliased to donated arguments count twice), `max_memory_allocated` for "
+            "PyTorch on GPU."
+        ),
+        "",
+        "## Knobs",
+        "",
+        (
+            "Each knob is a `--variants` entry; `--study NAME` renders its rows as ratios to the "
+            "first (baseline) variant, per device below."
         ),
         "",
     ]
+    lines += [f"- `{k}`: {v}" for k, v in KNOB_DOCS.items()]
+    lines += ["", "XLA flags used in studies (verified accepted by jax 0.10's XLA):", ""]
+    lines += [f"- `{k}`: {v}" for k, v in XLA_FLAG_DOCS.items()]
+    lines += ["", LAYOUT_NOTE, ""]
     devices = sorted({r["device"].split(":", 1)[1] for r in rows})
     for device in devices:
-        drows = [r for r in rows if r["device"].endswith(device)]
-        lines += [f"## {device}", ""]
-        lines.append(
-            "| model | mode | dtype | batch | framework | options | step ms | img/s | "
-            "img/s/dev | compile s | mem GB | TFLOP/step | MFU | vs torch |"
-        )
-        lines.append("|" + "---|" * 14)
-        for r in drows:
-            best = [
-                t["images_per_s"]
-                for t in drows
-                if t["framework"].startswith("torch")
-                and (t["model"], t["mode"], t["dtype"], t["batch"])
-                == (r["model"], r["mode"], r["dtype"], r["batch"])
-            ]
-            ratio = (
-                f"{r['images_per_s'] / max(best):.2f}x" if r["framework"] == "jax" and best else "-"
-            )
-            lines.append(
-                f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['batch']} | "
-                f"{r['framework']} | {r['options']} | {r['step_ms']:.1f} | "
-                f"{r['images_per_s']:.1f} | {r['images_per_s_per_device']:.1f} | "
-                f"{_fmt(r['compile_s'], '.1f')} | {_fmt(r['memory_gb'], '.2f')} | "
-                f"{_fmt(r['tflops_per_step'], '.3f')} | "
-                f"{_fmt(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}"
-                f"{'%' if r['mfu'] is not None else ''} | {ratio} |"
-            )
-        lines.append("")
+        drows = [r for r in rows if r["device"].split(":", 1)[1] == device]
+        lines += [f"## {device}", ""] + _machine(drows)
+        trows = [r for r in drows if r["mode"] != "compile" and not r.get("study")]
+        crows = [r for r in drows if r["mode"] == "compile" and not r.get("study")]
+        srows = [r for r in drows if r.get("study")]
+        if trows:
+            lines += ["### Throughput", ""] + _throughput_table(trows) + [""]
+        if crows:
+            lines += ["### Compile time", ""] + _compile_table(crows) + [""]
+        if srows:
+            lines += ["### Knob studies", ""] + _study_tables(srows)
     return "\n".join(lines)
 
 
 def _parse_overrides(s: str) -> dict[str, Any]:
-    out = {}
+    """``'scan=true,remat_policy=full'`` -> dict; ``'-'`` or ``''`` -> {}. ``xla=`` keeps its
+    value verbatim (space-separated flags); ``layers=1/1/1/1`` is a tuple of ints."""
+    out: dict[str, Any] = {}
+    s = s.strip()
+    if s in ("", "-"):
+        return out
+    if "xla=" in s:  # flags may contain commas/equals: everything after xla= is the value
+        s, flags = s.split("xla=", 1)
+        out["xla"] = flags.strip()
+        s = s.rstrip(",")
     for kv in filter(None, s.split(",")):
-        k, v = kv.split("=")
-        out[k] = {"true": True, "false": False}.get(v.lower(), v)
+        k, v = kv.split("=", 1)
+        k, v = k.strip(), v.strip()
+        if "/" in v:
+            out[k] = tuple(int(t) for t in v.split("/"))
+            continue
+        out[k] = {"true": True, "false": False, "none": None}.get(v.lower(), v)
         if isinstance(out[k], str) and out[k].isdigit():
             out[k] = int(out[k])
     return out
 
 
+def _run_subprocess(a, name, mode, dtype, variant: str, flags: str, label: str) -> None:
+    """Runs one variant in a fresh process with ``XLA_FLAGS`` (XLA reads them once)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.benchmark",
+        f"--models={name}",
+        f"--modes={mode}",
+        f"--dtypes={dtype}",
+        f"--batch={a.batch}",
+        f"--steps={a.steps}",
+        f"--warmup={a.warmup}",
+        "--torch=none",
+        f"--variants={variant or '-'}",
+        f"--out={os.path.abspath(a.out)}",
+        f"--label={label}",
+        f"--xla-flags-applied={flags}",
+        "--no-render",
+    ]
+    if a.img_size:
+        cmd.append(f"--img-size={a.img_size}")
+    if a.study:
+        cmd.append(f"--study={a.study}")
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
+    print(f"$ XLA_FLAGS='{env['XLA_FLAGS']}' {' '.join(cmd[1:])}", flush=True)
+    res = subprocess.run(cmd, check=False, cwd=root, env=env, capture_output=True, text=True)
+    sys.stdout.write(res.stdout)
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"variant {label!r} failed (exit {res.returncode}); an 'Unknown flag in XLA_FLAGS' "
+            f"means this XLA does not accept the flag:\n{res.stderr[-3000:]}"
+        )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", default="resnet50,vit_base_patch16_224")
-    p.add_argument("--modes", default="train,infer")
+    p.add_argument(
+        "--modes", default="train,infer", help="comma list of train, infer, compile (train step)"
+    )
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--img-size", type=int, default=None, help="resolution (default: model's)")
     p.add_argument("--dtypes", default="float32")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
@@ -364,31 +751,59 @@ def main(argv=None):
     p.add_argument(
         "--variants",
         default="",
-        help="semicolon-separated JAX override sets, e.g. 'scan=true;remat_policy=full'",
+        help="semicolon-separated variants ('-' = defaults), each a comma list of model "
+        "overrides and dtype=, donate=, xla=FLAGS knobs, e.g. '-;scan=true;remat_policy=full'",
     )
+    p.add_argument("--study", default=None, help="knob-study name: rows render as ratios")
     p.add_argument("--out", default="benchmarks.jsonl")
     p.add_argument("--md", default="BENCHMARKS.md")
     p.add_argument("--render", action="store_true", help="only re-render the markdown")
+    p.add_argument("--no-render", action="store_true", help="only append rows")
+    # internal: set by the parent for a variant run in a subprocess with XLA_FLAGS
+    p.add_argument("--label", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--xla-flags-applied", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
     if not a.render:
-        variants = [_parse_overrides(v) for v in a.variants.split(";")] if a.variants else [{}]
+        variants = [v.strip() for v in a.variants.split(";")] if a.variants else ["-"]
         for name in a.models.split(","):
             for dtype in a.dtypes.split(","):
                 for mode in a.modes.split(","):
                     rows = []
-                    for ov in variants:
+                    for variant in variants:
+                        ov = _parse_overrides(variant)
+                        label = a.label or variant or "-"
+                        vdtype = ov.pop("dtype", dtype)
+                        donate = ov.pop("donate", True)
+                        flags = ov.pop("xla", None)
+                        if flags and a.xla_flags_applied is None:
+                            rest = ",".join(
+                                kv for kv in variant.split("xla=", 1)[0].split(",") if kv.strip()
+                            )
+                            _run_subprocess(a, name, mode, vdtype, rest, flags, label)
+                            continue
+                        tags = {}
+                        if a.study:
+                            tags.update(study=a.study, knob=label)
+                        if a.xla_flags_applied:
+                            tags["xla_flags"] = a.xla_flags_applied
                         rows.append(
                             bench_jax(
                                 name,
                                 batch=a.batch,
-                                dtype=dtype,
+                                dtype=vdtype,
                                 mode=mode,
                                 steps=a.steps,
                                 warmup=a.warmup,
                                 overrides=ov,
+                                img_size=a.img_size,
+                                donate=donate,
+                                **tags,
                             )
                         )
+                        _append(a.out, rows[-1:])
+                    if mode == "compile":
+                        continue  # no PyTorch counterpart of a compile-only row
                     for kind in filter(lambda k: k != "none", a.torch.split(",")):
                         rows.append(
                             bench_torch(
@@ -399,12 +814,14 @@ def main(argv=None):
                                 steps=a.steps,
                                 warmup=a.warmup,
                                 compile_=kind == "compile",
+                                img_size=a.img_size,
                             )
                         )
-                    with open(a.out, "a") as f:
-                        for r in rows:
-                            f.write(json.dumps(dataclasses.asdict(r)) + "\n")
-                            print(json.dumps(dataclasses.asdict(r)), flush=True)
+                        if a.study:  # the study's own PyTorch reference, measured alongside
+                            rows[-1].study, rows[-1].knob = a.study, rows[-1].framework
+                        _append(a.out, rows[-1:])
+    if a.no_render:
+        return
     rows = []
     if os.path.exists(a.out):
         with open(a.out) as f:
@@ -412,6 +829,14 @@ def main(argv=None):
     with open(a.md, "w") as f:
         f.write(render(rows) + "\n")
     print(f"wrote {a.md} ({len(rows)} rows)")
+
+
+def _append(path: str, rows: list[Row]) -> None:
+    # one row at a time, right after it is measured: a later failure keeps earlier rows
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+            print(json.dumps(dataclasses.asdict(r)), flush=True)
 
 
 if __name__ == "__main__":

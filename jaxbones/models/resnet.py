@@ -4,6 +4,13 @@ References: torchvision/models/resnet.py (He et al. 2015; ResNeXt, Xie et al. 20
 ResNet, Zagoruyko & Komodakis 2016) and timm/models/resnetv2.py (He et al. 2016, "Identity
 Mappings in Deep Residual Networks"). Parameter names follow the PyTorch modules
 (``layer1_0.conv1`` is ``layer1.0.conv1``) so conversion is a rename plus transposes.
+
+``scan=True``: within a stage every block after the first has the same shapes (the first one
+changes stride/channels and owns the projection shortcut), so blocks ``1..n-1`` of a stage run
+under one ``nn.scan``: parameters and BatchNorm statistics ``layer{s}_1 .. layer{s}_{n-1}``
+become one ``layer{s}_rest`` subtree with a leading [n-1] axis (``layer{s}_0`` stays as
+is; ResNetV2: ``stages_{s}_blocks_0`` and ``stages_{s}_blocks_rest``). The per-block drop-path
+rates are a scanned input, so the linear schedule still varies per block.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxbones.layers import (
@@ -23,6 +31,7 @@ from jaxbones.layers import (
     drop_path_rates,
     max_pool2d,
 )
+from jaxbones.layers.stack import remat
 from jaxbones.models._features import classifier_head, select_levels
 from jaxbones.registry import register_model
 
@@ -52,6 +61,51 @@ def _conv(mod, features, k, stride=1, groups=1, name=None, zero=False):
     )
 
 
+def _drop_path(mod: nn.Module, y, static_rate: float, rate, train: bool):
+    """Stochastic depth: ``DropPath(static_rate)`` unrolled; under ``scan`` ``rate`` is the
+    block's traced rate (a scanned input; None when every scanned rate is 0)."""
+    if rate is None:
+        return DropPath(static_rate)(y, deterministic=not train)
+    if not train:
+        return y
+    keep = 1.0 - rate  # traced scalar
+    mask = jax.random.bernoulli(mod.make_rng("drop_path"), keep, (y.shape[0], 1, 1, 1))
+    # 0 (not nan) where keep == 0: a block whose rate is 1 is always dropped
+    scale = jnp.where(mask, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0).astype(y.dtype)
+    return y * scale
+
+
+def _stage(mod, block_cls, x, train: bool, *, name: str, rates, common: dict, first, rest):
+    """One stage of ``len(rates)`` blocks built by ``block_cls(**common, **first|rest)``:
+    block 0 (``{name}_0``: ``first``, the stride / projection one) then blocks 1..n-1
+    (``rest``), unrolled (``{name}_1`` ...) or, with ``mod.scan``, one ``nn.scan`` named
+    ``{name}_rest`` whose params and batch_stats have a leading [n-1] axis."""
+    depth = len(rates)
+    # train is the 2nd call argument (self is 0): static for remat
+    cls = remat(block_cls, mod.remat_policy, static_argnums=(2,))
+    x = cls(**common, **first, drop_path=rates[0], name=f"{name}_0")(x, train)
+    kwargs = {**common, **rest}
+    if not mod.scan:
+        for j in range(1, depth):
+            x = cls(**kwargs, drop_path=rates[j], name=f"{name}_{j}")(x, train)
+        return x
+    if depth == 1:
+        return x
+    use_rates = train and any(r > 0 for r in rates[1:])
+
+    def body(blk, carry, rate):
+        return blk(carry, train, rate if use_rates else None), None
+
+    scanned = nn.scan(
+        body,
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True, "dropout": True, "drop_path": True},
+        length=depth - 1,
+    )
+    x, _ = scanned(cls(**kwargs, name=f"{name}_rest"), x, jnp.asarray(rates[1:], jnp.float32))
+    return x
+
+
 class BasicBlock(nn.Module):
     """torchvision ``BasicBlock``: two 3x3 convs, expansion 1.
 
@@ -59,6 +113,9 @@ class BasicBlock(nn.Module):
       planes: output channels; stride: stride of the first conv; downsample: add the
       1x1-conv + BN projection shortcut; drop_path: stochastic depth rate;
       zero_init_last: initialise ``bn2.scale`` to zero; dtype, param_dtype.
+
+    Call: ``(x, train, drop_path_rate=None)``; ``drop_path_rate`` (traced) replaces
+    ``drop_path`` under ``scan``.
     """
 
     planes: int
@@ -73,7 +130,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, drop_path_rate=None):
         shortcut = x
         y = _conv(self, self.planes, 3, self.stride, name="conv1")(x)
         y = nn.relu(_bn(self, "bn1")(y, train))
@@ -82,7 +139,7 @@ class BasicBlock(nn.Module):
         if self.downsample:
             shortcut = _conv(self, self.planes, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = DropPath(self.drop_path)(y, deterministic=not train)
+        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
         return nn.relu(y + shortcut)
 
 
@@ -105,7 +162,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, drop_path_rate=None):
         width = int(self.planes * (self.base_width / 64.0)) * self.groups
         out = self.planes * self.expansion
         shortcut = x
@@ -118,7 +175,7 @@ class Bottleneck(nn.Module):
         if self.downsample:
             shortcut = _conv(self, out, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = DropPath(self.drop_path)(y, deterministic=not train)
+        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
         return nn.relu(y + shortcut)
 
 
@@ -140,6 +197,8 @@ class ResNet(nn.Module):
       global_pool: ``'avg'``, ``'max'`` or ``'avgmax'``.
       features_only, out_indices: return the NHWC maps of the selected levels (strides 2, 4,
         8, 16, 32, as timm's ``features_only``) instead of logits.
+      scan: ``nn.scan`` over blocks 1..n-1 of each stage (module docstring);
+        remat_policy: a ``jaxbones.layers.REMAT_POLICIES`` name applied to every block.
       dtype, param_dtype: compute and parameter dtypes.
     """
 
@@ -155,6 +214,8 @@ class ResNet(nn.Module):
     global_pool: str = "avg"
     features_only: bool = False
     out_indices: Sequence[int] = (0, 1, 2, 3, 4)
+    scan: bool = False
+    remat_policy: str = "none"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -188,21 +249,31 @@ class ResNet(nn.Module):
         dprs = drop_path_rates(self.drop_path_rate, self.layers)
         for i, depth in enumerate(self.layers):
             planes = 64 * 2**i
-            for j in range(depth):
-                stride = 2 if (i > 0 and j == 0) else 1
-                x = block_cls(
-                    planes=planes,
-                    stride=stride,
-                    downsample=j == 0 and (stride != 1 or in_chs != planes * block_cls.expansion),
-                    groups=self.groups,
-                    base_width=self.base_width,
-                    drop_path=dprs[i][j],
-                    zero_init_last=self.zero_init_last,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
-                    name=f"layer{i + 1}_{j}",
-                )(x, train)
-                in_chs = planes * block_cls.expansion
+            stride = 2 if i > 0 else 1
+            common = {
+                "planes": planes,
+                "groups": self.groups,
+                "base_width": self.base_width,
+                "zero_init_last": self.zero_init_last,
+                "dtype": self.dtype,
+                "param_dtype": self.param_dtype,
+            }
+            first = {
+                "stride": stride,
+                "downsample": stride != 1 or in_chs != planes * block_cls.expansion,
+            }
+            x = _stage(
+                self,
+                block_cls,
+                x,
+                train,
+                name=f"layer{i + 1}",
+                rates=dprs[i],
+                common=common,
+                first=first,
+                rest={"stride": 1, "downsample": False},
+            )
+            in_chs = planes * block_cls.expansion
             feats.append(x)
         if self.features_only:
             return select_levels(feats, self.out_indices)
@@ -215,7 +286,7 @@ class PreActBottleneck(nn.Module):
     Attributes:
       features: output channels (mid = features / 4); stride: on the 3x3 conv;
       proj: add the 1x1 ``downsample.conv`` projection; drop_path; zero_init_last: zero
-      ``conv3``; dtype, param_dtype.
+      ``conv3``; dtype, param_dtype. Call as ``Bottleneck``.
     """
 
     features: int
@@ -227,7 +298,7 @@ class PreActBottleneck(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, drop_path_rate=None):
         mid = self.features // 4
         x_pre = nn.relu(_bn(self, "norm1")(x, train))
         shortcut = x
@@ -238,7 +309,7 @@ class PreActBottleneck(nn.Module):
         y = _conv(self, self.features, 1, name="conv3", zero=self.zero_init_last)(
             nn.relu(_bn(self, "norm3")(y, train))
         )
-        y = DropPath(self.drop_path)(y, deterministic=not train)
+        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
         return y + shortcut
 
 
@@ -250,6 +321,7 @@ class ResNetV2(nn.Module):
       num_classes, in_chans, drop_rate, drop_path_rate, global_pool, features_only,
       out_indices, dtype, param_dtype: as ``ResNet``.
       zero_init_last: zero-initialise each block's last conv (timm's option for v2).
+      scan, remat_policy: as ``ResNet`` (scanned blocks: ``stages_{s}_blocks_rest``).
     """
 
     layers: Sequence[int]
@@ -262,6 +334,8 @@ class ResNetV2(nn.Module):
     global_pool: str = "avg"
     features_only: bool = False
     out_indices: Sequence[int] = (0, 1, 2, 3, 4)
+    scan: bool = False
+    remat_policy: str = "none"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -288,17 +362,22 @@ class ResNetV2(nn.Module):
         x = max_pool2d(x, 3, 2, 1)
         dprs = drop_path_rates(self.drop_path_rate, self.layers)
         for i, (depth, chs) in enumerate(zip(self.layers, self.channels)):
-            for j in range(depth):
-                x = PreActBottleneck(
-                    features=chs,
-                    stride=2 if (i > 0 and j == 0) else 1,
-                    proj=j == 0,
-                    drop_path=dprs[i][j],
-                    zero_init_last=self.zero_init_last,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
-                    name=f"stages_{i}_blocks_{j}",
-                )(x, train)
+            x = _stage(
+                self,
+                PreActBottleneck,
+                x,
+                train,
+                name=f"stages_{i}_blocks",
+                rates=dprs[i],
+                common={
+                    "features": chs,
+                    "zero_init_last": self.zero_init_last,
+                    "dtype": self.dtype,
+                    "param_dtype": self.param_dtype,
+                },
+                first={"stride": 2 if i > 0 else 1, "proj": True},
+                rest={"stride": 1, "proj": False},
+            )
             feats.append(x)
         if self.features_only:
             return select_levels(feats, self.out_indices)
