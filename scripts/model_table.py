@@ -5,6 +5,7 @@ Usage (from the repository root; compiles every model once on the host, ~minutes
     python -m scripts.model_table            # print the table and write it into README.md
     python -m scripts.model_table --no-write # print only
     python -m scripts.model_table 'vgg*'     # a subset (fnmatch pattern)
+    python -m scripts.model_table --missing  # measure only models not yet in README's table
 
 Compute is XLA's own count: ``jax.jit(eval forward).lower(x).compile().cost_analysis()
 ['flops']`` at batch 1 and the model's default resolution. XLA counts a multiply-add as two
@@ -118,6 +119,31 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n\n" + claim if claim else "") + "\n"
 
 
+def parse_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of a table ``render`` wrote (between the markers of ``text``), so that a partial
+    run can keep the rows it does not re-measure."""
+    if START not in text or END not in text:
+        return []
+    body = text.split(START, 1)[1].split(END, 1)[0]
+    rows = []
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not cells[0].startswith("`"):
+            continue
+        ref = cells[5].strip("`")
+        rows.append(
+            {
+                "name": cells[0].strip("`"),
+                "params": int(cells[1].replace(",", "")),
+                "resolution": cells[2],
+                "gflops": float(cells[3]),
+                "gmacs": float(cells[4]),
+                "reference": None if ref == "none" else ref,
+            }
+        )
+    return rows
+
+
 def write_between_markers(text: str, table: str) -> str:
     """``text`` with ``table`` between the model markers (markers appended when absent)."""
     block = f"{START}\n{table}{END}"
@@ -132,11 +158,24 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern of model names")
     p.add_argument("--no-write", action="store_true", help="print only, leave README.md")
+    p.add_argument(
+        "--missing",
+        action="store_true",
+        help="keep README's rows of registered models and measure only the missing ones",
+    )
     args = p.parse_args(argv)
     names = jaxbones.list_models(args.pattern)
     if not names:
         raise SystemExit(f"no registered model matches {args.pattern!r}; see list_models()")
-    table = render(table_rows(names, progress=True))
+    if args.missing:
+        registered = jaxbones.list_models()
+        kept = {r["name"]: r for r in parse_rows(README.read_text()) if r["name"] in registered}
+        new = {r["name"]: r for r in table_rows([n for n in names if n not in kept], True)}
+        rows = [{**kept, **new}[n] for n in registered if n in kept or n in new]
+        names = list(new)
+    else:
+        rows = table_rows(names, progress=True)
+    table = render(rows)
     print(table)
     if not args.no_write:
         README.write_text(write_between_markers(README.read_text(), table))
