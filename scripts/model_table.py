@@ -25,7 +25,6 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 import jaxbones
 from jaxbones.registry import create_model, get_entry
@@ -48,11 +47,10 @@ def measure(name: str) -> dict[str, Any]:
     """Parameters, eval-forward flops at batch 1 and default resolution, and the reference."""
     info = jaxbones.model_info(name)
     model = create_model(name)
-    h, w, c = getattr(model, "default_input_size", info["input_size"])
-    c = getattr(model, "in_chans", c)
-    x = jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)
+    x = jaxbones.registry.dummy_input(name, model)
+    h, w = x.shape[1:3]
     variables = jaxbones.registry.init_shapes(name)
-    kwargs = getattr(model, "init_kwargs", None) or {}
+    kwargs = jaxbones.registry.init_kwargs(model)
 
     def forward(v, x):
         # MAE draws its mask from the 'mask' stream; other models ignore the key.

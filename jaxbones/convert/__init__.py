@@ -27,7 +27,7 @@ from jaxbones.convert.core import (
     register_converter,
     unflatten,
 )
-from jaxbones.registry import create_model, get_entry, init_shapes
+from jaxbones.registry import create_model, get_entry, init_shapes, init_variables
 
 log = logging.getLogger("jaxbones.convert")
 
@@ -114,24 +114,12 @@ def from_torch(
     if not report.clean:
         log.warning("%s: %s", name, report)
     if len(out) < len(shapes):  # fill missing / re-initialised leaves from a real init
-        fresh = _init_numpy(name, seed, **unrolled)
+        fresh = flatten(init_variables(name, seed, **unrolled))
         out = {k: out.get(k, fresh[k]) for k in shapes}
     variables = unflatten({k: jax.numpy.asarray(v) for k, v in out.items()})
     if unrolled is not overrides and conv.to_scanned is not None:
         variables = conv.to_scanned(variables, model)
     return (variables, report) if return_report else variables
-
-
-def _init_numpy(name: str, seed: int, **overrides) -> dict:
-    entry = get_entry(name)
-    model = create_model(name, **overrides)
-    h, w, c = getattr(model, "default_input_size", entry.input_size)
-    c = getattr(model, "in_chans", c)
-    x = jax.ShapeDtypeStruct((1, h, w, c), np.float32)
-    kwargs = getattr(model, "init_kwargs", None) or {}
-    # lazy_init materialises only the variables; the forward pass is traced, never run.
-    variables = model.lazy_init({"params": jax.random.PRNGKey(seed)}, x, train=False, **kwargs)
-    return {k: np.asarray(v) for k, v in flatten(variables).items()}
 
 
 def to_torch(name: str, variables: Any, *, tensors: bool = False, **overrides: Any) -> dict:

@@ -23,12 +23,11 @@ import jax
 import numpy as np
 from grain._src.core.sharding import even_split
 
+from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.data import datasets, transforms
 
 __all__ = ["make_eval_iterator", "make_train_iterator", "per_process_batch_size"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # augment defaults per task; `rrc=False` replaces the random resized crop by a plain resize
 # of the whole image (small datasets such as digits).

@@ -30,6 +30,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxbones.constants import CLIP_MEAN, CLIP_STD
 from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import conv2d
@@ -37,7 +38,7 @@ from jaxbones.layers.norm import BatchNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d
 from jaxbones.models.vit import Block, transformer_stack
-from jaxbones.registry import CLIP_MEAN, CLIP_STD, register_model
+from jaxbones.registry import register_model
 
 Dtype = Any
 

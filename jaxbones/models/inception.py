@@ -17,9 +17,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxbones.constants import INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers import ConvNormAct, avg_pool2d, check_input, max_pool2d
 from jaxbones.models._features import select_levels
-from jaxbones.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
+from jaxbones.registry import register_model
 
 Dtype = Any
 

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.layers.activations import get_act
 from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.conv import conv2d
@@ -45,7 +46,7 @@ from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
-from jaxbones.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from jaxbones.registry import register_model
 
 Dtype = Any
 

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
@@ -24,13 +25,7 @@ from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
-from jaxbones.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    register_model,
-)
+from jaxbones.registry import register_model
 
 Dtype = Any
 

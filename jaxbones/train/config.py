@@ -22,6 +22,8 @@ import difflib
 
 import ml_collections
 
+from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Every key ``jaxbones.train.run`` reads, with defaults (unlocked; recipes lock it)."""
@@ -37,8 +39,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_split = "test"
     c.image_size = 32
     c.num_classes = -1  # -1: from jaxbones.data.dataset_info
-    c.mean = (0.485, 0.456, 0.406)
-    c.std = (0.229, 0.224, 0.225)
+    c.mean = IMAGENET_MEAN
+    c.std = IMAGENET_STD
     c.crop_pct = 0.875
     c.augment = ml_collections.ConfigDict()
     c.worker_count = 0
