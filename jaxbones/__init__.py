@@ -12,6 +12,7 @@ from jaxbones.registry import (
     register_model,
     register_pretrained,
 )
+from jaxbones.weights import load_pretrained
 
 __all__ = [
     "convert",
@@ -19,6 +20,7 @@ __all__ = [
     "get_pretrained_cfg",
     "list_models",
     "list_pretrained",
+    "load_pretrained",
     "model_info",
     "models",
     "register_model",

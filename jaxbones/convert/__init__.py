@@ -24,6 +24,7 @@ from jaxbones.convert.core import (
     flatten,
     get_converter,
     load_state_dict,
+    read_checkpoint,
     register_converter,
     unflatten,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "from_torch",
     "get_converter",
     "load_state_dict",
+    "read_checkpoint",
     "register_converter",
     "to_torch",
 ]

@@ -156,29 +156,33 @@ def to_numpy(v: Any) -> np.ndarray:
     return np.asarray(v)
 
 
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The object stored in a ``.pth``/``.pt``/``.bin`` (torch), ``.safetensors`` or ``.npz``
+    checkpoint file, as saved (a state dict, or a dict wrapping one)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    if path.endswith(".npz"):
+        return dict(np.load(path))
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is a test dependency
+        raise ImportError(
+            f"reading {path} needs PyTorch: pip install torch (or convert it to .safetensors first)"
+        ) from e
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_state_dict(source: Any) -> dict[str, np.ndarray]:
     """A flat ``{key: np.ndarray}`` from a state dict, a checkpoint dict wrapping one
     (``{'model': ...}``, ``{'state_dict': ...}``), or a ``.pth``/``.pt``/``.bin``/
     ``.safetensors``/``.npz`` path. A ``module.`` prefix (DataParallel) is stripped."""
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no checkpoint at {path!r}")
-        if path.endswith(".safetensors"):
-            from safetensors.numpy import load_file
-
-            source = load_file(path)
-        elif path.endswith(".npz"):
-            source = dict(np.load(path))
-        else:
-            try:
-                import torch
-            except ImportError as e:  # pragma: no cover - torch is a test dependency
-                raise ImportError(
-                    f"reading {path} needs PyTorch: pip install torch (or convert it to "
-                    ".safetensors first)"
-                ) from e
-            source = torch.load(path, map_location="cpu", weights_only=True)
+        source = read_checkpoint(source)
     if not isinstance(source, dict):
         raise TypeError(f"expected a state dict (dict of tensors/arrays), got {type(source)}")
     for wrapper in _WRAPPERS:
