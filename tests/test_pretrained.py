@@ -217,10 +217,10 @@ def test_offline_and_unreachable_sources_say_what_to_do(server, tags, tv_resnet1
     assert server.requests == []
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("JAXBONES_URL_MIRROR", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for c in (cfg, hub_cfg):
-        with pytest.raises(hub.WeightsUnavailableError, match=c.file_name):
-            jaxbones.load_pretrained(c.tag)
+    # (The Hub client retries an unreachable endpoint for ~25 s before it fails the same way
+    # as offline; the URL path is the one that needs its own check.)
+    with pytest.raises(hub.WeightsUnavailableError, match=f"{cfg.file_name}.*Connection refused"):
+        jaxbones.load_pretrained(cfg.tag)
 
 
 def test_checksum_mismatch_and_truncation_cache_nothing(server, tags, tv_resnet18):
