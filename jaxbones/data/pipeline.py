@@ -1,12 +1,11 @@
 """grain pipelines over tfds data sources: training (sharded, shuffled, checkpointable) and
 exact evaluation (padded, masked, every example once on any number of hosts).
 
-Training: `grain.DataLoader` with an `IndexSampler` sharded by process (each process reads
-the contiguous slice `even_split(n, shard)` of the records, the remainder dropped so all
-processes step together), shuffled by `seed` and reshuffled every epoch, a per-record numpy
-Generator seeded from (seed, position) for the random transforms, batches of
-global_batch_size // process_count, optional worker processes. The iterator's
-`get_state()` (bytes) / `set_state()` is saved with the training checkpoint.
+Training: `jaxbones.data.stream.TrainStream`: global batch s is a function of (seed, s)
+alone (one permutation of the records per epoch; process p reads its contiguous share of
+each global batch), random transforms seeded by (seed, global stream position), batches of
+global_batch_size // process_count, optional worker processes. Its state (the next global
+step) is saved with the training checkpoint and resumes on any number of processes.
 
 Evaluation: process p reads `even_split(n, p)` (no drop), every process yields the same
 number of batches (ceil(ceil(n / P) / b)), padded with zero images and `valid=False`.
@@ -25,6 +24,7 @@ from grain._src.core.sharding import even_split
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.data import datasets, transforms
+from jaxbones.data.stream import TrainStream
 
 __all__ = ["make_eval_iterator", "make_train_iterator", "per_process_batch_size"]
 
@@ -232,37 +232,22 @@ def make_train_iterator(
     source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
     if task == "segmentation":
         datasets.check_mask_feature(dataset, source)
-    shard = grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True)
-    if len(source) // pc < batch:
-        raise ValueError(
-            f"{dataset}/{split} has {len(source)} examples: too few for {pc} processes with "
-            f"{batch} examples per batch each"
-        )
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=shard,
-        shuffle=True,
-        num_epochs=num_epochs,
-        seed=int(seed),
-    )
-    ops = [
-        _TrainTransform(task, image_size, tuple(mean), tuple(std), cfg, datasets.mask_key(dataset)),
-        grain.transforms.Batch(batch_size=batch, drop_remainder=True),
-    ]
     if worker_count > 0:
         _absl_flags_ready()
-    loader = grain.DataLoader(
-        data_source=source,
-        sampler=sampler,
-        operations=ops,
-        worker_count=worker_count,
-        worker_buffer_size=max(1, prefetch),
-        shard_options=shard,
-        # record reads run ahead in threads: `prefetch` batches, not grain's default 500
-        # records (sized for remote storage), to bound memory with large images
+    return TrainStream(
+        source,
+        _TrainTransform(task, image_size, tuple(mean), tuple(std), cfg, datasets.mask_key(dataset)),
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=pi,
+        process_count=pc,
+        num_epochs=num_epochs,
+        # record reads and augmentation run ahead in threads: `prefetch` batches, not grain's
+        # default 500 records (sized for remote storage), to bound memory with large images
         read_options=_read_options(max(1, prefetch) * batch),
+        worker_count=worker_count,
+        prefetch=prefetch,
     )
-    return iter(loader)
 
 
 _PAD = {"_pad": True}  # padding record (grain treats None as "filtered out")
