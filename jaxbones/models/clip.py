@@ -38,7 +38,7 @@ from jaxbones.layers.norm import BatchNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d
 from jaxbones.models.vit import Block, transformer_stack
-from jaxbones.registry import register_model
+from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
 
@@ -560,3 +560,246 @@ __all__ = [
     "ModifiedResNet",
     "l2_normalize",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: open_clip's pretrained table (hub repo, mean/std, quick_gelu);
+# tests/test_pretrained_cfgs.py checks them against the installed open_clip. Files are
+# open_clip state dicts; no classifier (num_classes=0). A model's first tag is its default.
+
+register_pretrained(
+    "clip_vit_b32.openai",
+    hf_hub_id="timm/vit_base_patch32_clip_224.openai",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b32.laion400m_e31",
+    hf_hub_id="timm/vit_base_patch32_clip_224.laion400m_e31",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b32.laion400m_e32",
+    hf_hub_id="timm/vit_base_patch32_clip_224.laion400m_e32",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b32.laion2b_e16",
+    hf_hub_id="timm/vit_base_patch32_clip_224.laion2b_e16",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_b32.laion2b_s34b_b79k",
+    hf_hub_id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_b32.datacomp_xl_s13b_b90k",
+    hf_hub_id="laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+)
+register_pretrained(
+    "clip_vit_b32.metaclip_400m",
+    hf_hub_id="timm/vit_base_patch32_clip_224.metaclip_400m",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b32.metaclip_fullcc",
+    hf_hub_id="timm/vit_base_patch32_clip_224.metaclip_2pt5b",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b16.openai",
+    hf_hub_id="timm/vit_base_patch16_clip_224.openai",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b16.laion400m_e31",
+    hf_hub_id="timm/vit_base_patch16_clip_224.laion400m_e31",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_b16.laion400m_e32",
+    hf_hub_id="timm/vit_base_patch16_clip_224.laion400m_e32",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_b16.laion2b_s34b_b88k",
+    hf_hub_id="laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_b16.datacomp_xl_s13b_b90k",
+    hf_hub_id="laion/CLIP-ViT-B-16-DataComp.XL-s13B-b90K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+)
+register_pretrained(
+    "clip_vit_b16.metaclip_400m",
+    hf_hub_id="timm/vit_base_patch16_clip_224.metaclip_400m",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_b16.metaclip_fullcc",
+    hf_hub_id="timm/vit_base_patch16_clip_224.metaclip_2pt5b",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_l14.openai",
+    hf_hub_id="timm/vit_large_patch14_clip_224.openai",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_l14.laion400m_e31",
+    hf_hub_id="timm/vit_large_patch14_clip_224.laion400m_e31",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_l14.laion400m_e32",
+    hf_hub_id="timm/vit_large_patch14_clip_224.laion400m_e32",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_l14.laion2b_s32b_b82k",
+    hf_hub_id="laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "clip_vit_l14.datacomp_xl_s13b_b90k",
+    hf_hub_id="laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+)
+register_pretrained(
+    "clip_vit_l14.metaclip_400m",
+    hf_hub_id="timm/vit_large_patch14_clip_224.metaclip_400m",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_vit_l14.metaclip_fullcc",
+    hf_hub_id="timm/vit_large_patch14_clip_224.metaclip_2pt5b",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_rn50.openai",
+    hf_hub_id="timm/resnet50_clip.openai",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    license="mit",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_rn50.yfcc15m",
+    hf_hub_id="timm/resnet50_clip.yfcc15m",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    model_kwargs={"quick_gelu": True},
+)
+register_pretrained(
+    "clip_rn50.cc12m",
+    hf_hub_id="timm/resnet50_clip.cc12m",
+    hf_hub_filename="open_clip_pytorch_model.bin",
+    source="open_clip",
+    num_classes=0,
+    interpolation="bicubic",
+    model_kwargs={"quick_gelu": True},
+)

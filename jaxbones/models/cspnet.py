@@ -38,6 +38,7 @@ from jaxbones.layers import (
     max_pool2d,
 )
 from jaxbones.models._features import classifier_head, select_levels
+from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -409,3 +410,17 @@ for _name, _fn in _VARIANTS.items():
         crop_pct=0.887,
         reference=f"timm.models.{_name}",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "darknet53.c2ns_in1k", interpolation="bicubic", license="apache-2.0", top1=80.008, top5=95.046
+)
+timm_hub("cspdarknet53.ra_in1k", license="apache-2.0", top1=80.078, top5=95.06)
+timm_hub("cspresnet50.ra_in1k", license="apache-2.0", top1=79.578, top5=94.698)
+timm_hub("cspresnext50.ra_in1k", license="apache-2.0", top1=80.548, top5=95.33)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, avg_pool2d, check_input, conv2d, max_pool2d
 from jaxbones.models._features import select_levels
+from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -227,3 +228,38 @@ for _name, _g, _blocks, _init in (
         reference="torchvision.models." + _name,
         min_size=32,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "densenet121.ra_in1k", interpolation="bicubic", license="apache-2.0", top1=75.574, top5=92.648
+)
+torchvision_url(
+    "densenet121.tv_in1k",
+    "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+    top1=74.434,
+    top5=91.972,
+)
+torchvision_url(
+    "densenet161.tv_in1k",
+    "https://download.pytorch.org/models/densenet161-8d451a50.pth",
+    top1=77.138,
+    top5=93.56,
+)
+torchvision_url(
+    "densenet169.tv_in1k",
+    "https://download.pytorch.org/models/densenet169-b2777c0a.pth",
+    top1=75.6,
+    top5=92.806,
+)
+torchvision_url(
+    "densenet201.tv_in1k",
+    "https://download.pytorch.org/models/densenet201-c1103571.pth",
+    top1=76.896,
+    top5=93.37,
+)

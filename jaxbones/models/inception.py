@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxbones.constants import INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers import ConvNormAct, avg_pool2d, check_input, max_pool2d
 from jaxbones.models._features import select_levels
+from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -295,4 +296,42 @@ register_model(
     crop_pct=0.875,
     reference="torchvision.models.inception_v3",
     min_size=75,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+torchvision_url(
+    "inception_v3.tv_in1k",
+    "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    crop_pct=0.8743,
+    top1=77.294,
+    top5=93.45,
+    model_kwargs={"transform_input": True},
+    notes="torchvision builds it with transform_input=True (weights ported from TF)",
+)
+timm_hub(
+    "inception_v3.tf_in1k", interpolation="bicubic", license="apache-2.0", top1=77.866, top5=93.644
+)
+timm_hub(
+    "inception_v3.tf_adv_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=77.598,
+    top5=93.726,
+)
+timm_hub(
+    "inception_v3.gluon_in1k",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=78.806,
+    top5=94.372,
 )

@@ -36,7 +36,7 @@ from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
 from jaxbones.models.vit import Block, transformer_stack
-from jaxbones.registry import register_model
+from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
 
@@ -333,3 +333,45 @@ for _name, _patch, (_dim, _depth, _heads) in _MAE:
         reference="facebookresearch/mae models_mae (transformers.ViTMAEForPreTraining)",
         min_size=_patch,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facebookresearch/mae's visualisation checkpoints (encoder + decoder,
+# ``{'model': state_dict}``); the encoder-only and fine-tuned releases are vit tags.
+
+register_pretrained(
+    "mae_vit_base_patch16_dec512d8b.visualize_in1k",
+    url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    license="cc-by-nc-4.0",
+    notes="encoder + decoder trained on unnormalised pixels, for reconstructions",
+)
+register_pretrained(
+    "mae_vit_large_patch16_dec512d8b.visualize_in1k",
+    url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    license="cc-by-nc-4.0",
+    notes="encoder + decoder trained on unnormalised pixels, for reconstructions",
+)
+register_pretrained(
+    "mae_vit_large_patch16_dec512d8b.visualize_ganloss_in1k",
+    url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_large_ganloss.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    license="cc-by-nc-4.0",
+    notes="encoder + decoder trained with an extra GAN loss, for sharper reconstructions",
+)
+register_pretrained(
+    "mae_vit_huge_patch14_dec512d8b.visualize_in1k",
+    url="https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_huge.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    license="cc-by-nc-4.0",
+    notes="encoder + decoder trained on unnormalised pixels, for reconstructions",
+)

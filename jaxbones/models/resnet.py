@@ -33,6 +33,7 @@ from jaxbones.layers import (
 )
 from jaxbones.layers.stack import remat
 from jaxbones.models._features import classifier_head, select_levels
+from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -422,4 +423,414 @@ _reg(
     functools.partial(ResNetV2, layers=(3, 4, 23, 3)),
     "timm.models.resnetv2_101",
     family="resnetv2",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "resnet18.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=71.504,
+    top5=90.086,
+)
+timm_hub(
+    "resnet18.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=70.634,
+    top5=89.486,
+)
+timm_hub(
+    "resnet18.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=65.67,
+    top5=86.268,
+)
+torchvision_url(
+    "resnet18.tv_in1k",
+    "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    top1=69.758,
+    top5=89.078,
+)
+timm_hub("resnet18.fb_ssl_yfcc100m_ft_in1k", license="cc-by-nc-4.0", top1=72.636, top5=91.416)
+timm_hub("resnet18.fb_swsl_ig1b_ft_in1k", license="cc-by-nc-4.0", top1=73.286, top5=91.754)
+timm_hub(
+    "resnet18.gluon_in1k", interpolation="bicubic", license="apache-2.0", top1=70.844, top5=89.75
+)
+timm_hub(
+    "resnet34.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=76.42,
+    top5=92.896,
+)
+timm_hub(
+    "resnet34.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=75.52,
+    top5=92.454,
+)
+timm_hub(
+    "resnet34.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=70.58,
+    top5=89.54,
+)
+timm_hub(
+    "resnet34.bt_in1k", interpolation="bicubic", license="apache-2.0", top1=75.176, top5=92.166
+)
+timm_hub(
+    "resnet34.ra4_e3600_r224_in1k",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+    crop_pct=0.9,
+    license="apache-2.0",
+    top1=77.492,
+    top5=93.498,
+)
+torchvision_url(
+    "resnet34.tv_in1k",
+    "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    top1=73.314,
+    top5=91.42,
+)
+timm_hub(
+    "resnet34.gluon_in1k", interpolation="bicubic", license="apache-2.0", top1=74.574, top5=91.988
+)
+timm_hub(
+    "resnet50.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=80.382,
+    top5=94.598,
+)
+timm_hub(
+    "resnet50.a1h_in1k",
+    input_size=(176, 176, 3),
+    interpolation="bicubic",
+    crop_pct=0.9,
+    license="apache-2.0",
+    top1=79.264,
+    top5=94.498,
+)
+timm_hub(
+    "resnet50.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.828,
+    top5=94.56,
+)
+timm_hub(
+    "resnet50.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=75.994,
+    top5=92.494,
+)
+timm_hub(
+    "resnet50.b1k_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.564,
+    top5=94.622,
+)
+timm_hub(
+    "resnet50.b2k_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.388,
+    top5=94.58,
+)
+timm_hub(
+    "resnet50.c1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.766,
+    top5=94.954,
+)
+timm_hub(
+    "resnet50.c2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.868,
+    top5=94.862,
+)
+timm_hub(
+    "resnet50.d_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=79.904,
+    top5=94.666,
+)
+timm_hub(
+    "resnet50.ram_in1k", interpolation="bicubic", license="apache-2.0", top1=79.034, top5=94.386
+)
+timm_hub(
+    "resnet50.am_in1k", interpolation="bicubic", license="apache-2.0", top1=79.004, top5=94.392
+)
+timm_hub("resnet50.ra_in1k", interpolation="bicubic", license="apache-2.0", top1=78.82, top5=94.314)
+timm_hub(
+    "resnet50.bt_in1k", interpolation="bicubic", license="apache-2.0", top1=78.444, top5=94.274
+)
+torchvision_url(
+    "resnet50.tv_in1k",
+    "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    top1=76.13,
+    top5=92.862,
+)
+torchvision_url(
+    "resnet50.tv2_in1k",
+    "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+    crop_pct=0.9655,
+    top1=80.858,
+    top5=95.434,
+)
+timm_hub("resnet50.bamboo", num_classes=0, interpolation="bicubic", crop_pct=1.0)
+timm_hub("resnet50.fb_ssl_yfcc100m_ft_in1k", license="cc-by-nc-4.0", top1=79.252, top5=94.826)
+timm_hub("resnet50.fb_swsl_ig1b_ft_in1k", license="cc-by-nc-4.0", top1=81.146, top5=95.98)
+timm_hub(
+    "resnet50.gluon_in1k", interpolation="bicubic", license="apache-2.0", top1=77.58, top5=93.704
+)
+timm_hub(
+    "resnet101.a1h_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.95,
+    top5=95.76,
+)
+timm_hub(
+    "resnet101.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.494,
+    top5=95.164,
+)
+timm_hub(
+    "resnet101.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.344,
+    top5=95.198,
+)
+timm_hub(
+    "resnet101.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=77.928,
+    top5=93.686,
+)
+torchvision_url(
+    "resnet101.tv_in1k",
+    "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+    top1=77.374,
+    top5=93.546,
+)
+torchvision_url(
+    "resnet101.tv2_in1k",
+    "https://download.pytorch.org/models/resnet101-cd907fc2.pth",
+    crop_pct=0.9655,
+    top1=81.886,
+    top5=95.78,
+)
+timm_hub(
+    "resnet101.gluon_in1k", interpolation="bicubic", license="apache-2.0", top1=79.306, top5=94.538
+)
+timm_hub(
+    "resnet152.a1h_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=82.818,
+    top5=96.124,
+)
+timm_hub(
+    "resnet152.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.998,
+    top5=95.294,
+)
+timm_hub(
+    "resnet152.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.764,
+    top5=95.27,
+)
+timm_hub(
+    "resnet152.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=78.896,
+    top5=94.14,
+)
+torchvision_url(
+    "resnet152.tv_in1k",
+    "https://download.pytorch.org/models/resnet152-394f9c45.pth",
+    top1=78.312,
+    top5=94.046,
+)
+torchvision_url(
+    "resnet152.tv2_in1k",
+    "https://download.pytorch.org/models/resnet152-f82ba261.pth",
+    crop_pct=0.9655,
+    top1=82.284,
+    top5=96.002,
+)
+timm_hub(
+    "resnet152.gluon_in1k", interpolation="bicubic", license="apache-2.0", top1=79.712, top5=94.72
+)
+timm_hub(
+    "resnext50_32x4d.a1h_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=81.14,
+    top5=95.32,
+)
+timm_hub(
+    "resnext50_32x4d.a1_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=80.526,
+    top5=94.458,
+)
+timm_hub(
+    "resnext50_32x4d.a2_in1k",
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=80.444,
+    top5=94.63,
+)
+timm_hub(
+    "resnext50_32x4d.a3_in1k",
+    input_size=(160, 160, 3),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=77.732,
+    top5=93.314,
+)
+timm_hub(
+    "resnext50_32x4d.ra_in1k", interpolation="bicubic", license="apache-2.0", top1=79.8, top5=94.608
+)
+torchvision_url(
+    "resnext50_32x4d.tv_in1k",
+    "https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth",
+    top1=77.618,
+    top5=93.698,
+)
+torchvision_url(
+    "resnext50_32x4d.tv2_in1k",
+    "https://download.pytorch.org/models/resnext50_32x4d-1a0047aa.pth",
+    crop_pct=0.9655,
+    top1=81.198,
+    top5=95.34,
+)
+timm_hub(
+    "resnext50_32x4d.fb_ssl_yfcc100m_ft_in1k", license="cc-by-nc-4.0", top1=80.316, top5=95.386
+)
+timm_hub("resnext50_32x4d.fb_swsl_ig1b_ft_in1k", license="cc-by-nc-4.0", top1=82.162, top5=96.224)
+timm_hub(
+    "resnext50_32x4d.gluon_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=79.354,
+    top5=94.424,
+)
+torchvision_url(
+    "resnext101_32x8d.tv_in1k",
+    "https://download.pytorch.org/models/resnext101_32x8d-8ba56ff5.pth",
+    top1=79.312,
+    top5=94.526,
+)
+torchvision_url(
+    "resnext101_32x8d.tv2_in1k",
+    "https://download.pytorch.org/models/resnext101_32x8d-110c445d.pth",
+    crop_pct=0.9655,
+    top1=82.834,
+    top5=96.228,
+)
+timm_hub("resnext101_32x8d.fb_wsl_ig1b_ft_in1k", license="cc-by-nc-4.0", top1=82.72, top5=96.624)
+timm_hub(
+    "resnext101_32x8d.fb_ssl_yfcc100m_ft_in1k", license="cc-by-nc-4.0", top1=81.62, top5=96.036
+)
+timm_hub("resnext101_32x8d.fb_swsl_ig1b_ft_in1k", license="cc-by-nc-4.0", top1=84.276, top5=97.188)
+timm_hub(
+    "wide_resnet50_2.racm_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.466,
+    top5=95.544,
+)
+torchvision_url(
+    "wide_resnet50_2.tv_in1k",
+    "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
+    top1=78.468,
+    top5=94.086,
+)
+torchvision_url(
+    "wide_resnet50_2.tv2_in1k",
+    "https://download.pytorch.org/models/wide_resnet50_2-9ba9bcbe.pth",
+    crop_pct=0.9655,
+    top1=81.602,
+    top5=95.758,
+)
+timm_hub(
+    "resnetv2_50.a1h_in1k",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=80.41,
+    top5=95.082,
+)
+timm_hub(
+    "resnetv2_101.a1h_in1k",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    interpolation="bicubic",
+    crop_pct=0.95,
+    license="apache-2.0",
+    top1=82.042,
+    top5=95.866,
 )

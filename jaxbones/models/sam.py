@@ -46,7 +46,7 @@ from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
-from jaxbones.registry import register_model
+from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
 
@@ -876,3 +876,32 @@ for _s, (_d, _n, _h, _g) in _SIZES.items():
         reference=f"segment_anything.sam_model_registry.vit_{_s}",
         min_size=16,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: the three checkpoints of facebookresearch/segment-anything's README.
+
+register_pretrained(
+    "sam_vit_b.sa1b",
+    url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+    num_classes=0,
+    license="apache-2.0",
+    source="facebookresearch/segment-anything",
+    notes="trained on SA-1B; the file name's hex suffix is not a published hash",
+)
+register_pretrained(
+    "sam_vit_l.sa1b",
+    url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    num_classes=0,
+    license="apache-2.0",
+    source="facebookresearch/segment-anything",
+    notes="trained on SA-1B; the file name's hex suffix is not a published hash",
+)
+register_pretrained(
+    "sam_vit_h.sa1b",
+    url="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    num_classes=0,
+    license="apache-2.0",
+    source="facebookresearch/segment-anything",
+    notes="trained on SA-1B; the file name's hex suffix is not a published hash",
+)

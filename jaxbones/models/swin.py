@@ -39,7 +39,8 @@ from jaxbones.layers import (
     global_pool,
     remat,
 )
-from jaxbones.registry import register_model
+from jaxbones.models._pretrained import timm_hub
+from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
 LN_EPS = 1e-5  # timm/official Swin use nn.LayerNorm's default eps (PARITY.md)
@@ -527,3 +528,287 @@ _reg("swin_base_patch4_window7_224", 224, 7, 128, (2, 2, 18, 2), (4, 8, 16, 32))
 _reg("swin_base_patch4_window12_384", 384, 12, 128, (2, 2, 18, 2), (4, 8, 16, 32))
 _reg("swin_large_patch4_window7_224", 224, 7, 192, (2, 2, 18, 2), (6, 12, 24, 48))
 _reg("swin_large_patch4_window12_384", 384, 12, 192, (2, 2, 18, 2), (6, 12, 24, 48))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "swin_tiny_patch4_window7_224.ms_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=81.388,
+    top5=95.54,
+)
+timm_hub(
+    "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=80.966,
+    top5=96.02,
+)
+timm_hub(
+    "swin_tiny_patch4_window7_224.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_tiny_patch4_window7_224.ms_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=81.388,
+    top5=95.54,
+    notes="the original release of swin_tiny_patch4_window7_224.ms_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=80.966,
+    top5=96.02,
+    notes="the original release of swin_tiny_patch4_window7_224.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_tiny_patch4_window7_224.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.8/swin_tiny_patch4_window7_224_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_tiny_patch4_window7_224.ms_in22k (official key layout)",
+)
+timm_hub(
+    "swin_small_patch4_window7_224.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.33,
+    top5=96.996,
+)
+timm_hub(
+    "swin_small_patch4_window7_224.ms_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.228,
+    top5=96.326,
+)
+timm_hub(
+    "swin_small_patch4_window7_224.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_small_patch4_window7_224.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.33,
+    top5=96.996,
+    notes="the original release of swin_small_patch4_window7_224.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_small_patch4_window7_224.ms_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_small_patch4_window7_224.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.228,
+    top5=96.326,
+    notes="the original release of swin_small_patch4_window7_224.ms_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_small_patch4_window7_224.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.8/swin_small_patch4_window7_224_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_small_patch4_window7_224.ms_in22k (official key layout)",
+)
+timm_hub(
+    "swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=85.276,
+    top5=97.566,
+)
+timm_hub(
+    "swin_base_patch4_window7_224.ms_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.604,
+    top5=96.45,
+)
+timm_hub(
+    "swin_base_patch4_window7_224.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_base_patch4_window7_224.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22kto1k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=85.276,
+    top5=97.566,
+    notes="the original release of swin_base_patch4_window7_224.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_base_patch4_window7_224.ms_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=83.604,
+    top5=96.45,
+    notes="the original release of swin_base_patch4_window7_224.ms_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_base_patch4_window7_224.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_base_patch4_window7_224.ms_in22k (official key layout)",
+)
+timm_hub(
+    "swin_base_patch4_window12_384.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=86.442,
+    top5=98.068,
+)
+timm_hub(
+    "swin_base_patch4_window12_384.ms_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=84.478,
+    top5=96.886,
+)
+timm_hub(
+    "swin_base_patch4_window12_384.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_base_patch4_window12_384.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window12_384_22kto1k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=86.442,
+    top5=98.068,
+    notes="the original release of swin_base_patch4_window12_384.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_base_patch4_window12_384.ms_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window12_384.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=84.478,
+    top5=96.886,
+    notes="the original release of swin_base_patch4_window12_384.ms_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_base_patch4_window12_384.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window12_384_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_base_patch4_window12_384.ms_in22k (official key layout)",
+)
+timm_hub(
+    "swin_large_patch4_window7_224.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=86.32,
+    top5=97.89,
+)
+timm_hub(
+    "swin_large_patch4_window7_224.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_large_patch4_window7_224.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_large_patch4_window7_224_22kto1k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=86.32,
+    top5=97.89,
+    notes="the original release of swin_large_patch4_window7_224.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_large_patch4_window7_224.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_large_patch4_window7_224_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_large_patch4_window7_224.ms_in22k (official key layout)",
+)
+timm_hub(
+    "swin_large_patch4_window12_384.ms_in22k_ft_in1k",
+    interpolation="bicubic",
+    license="mit",
+    top1=87.142,
+    top5=98.228,
+)
+timm_hub(
+    "swin_large_patch4_window12_384.ms_in22k",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+)
+register_pretrained(
+    "swin_large_patch4_window12_384.ms_in22k_ft_in1k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_large_patch4_window12_384_22kto1k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    interpolation="bicubic",
+    license="mit",
+    top1=87.142,
+    top5=98.228,
+    notes="the original release of swin_large_patch4_window12_384.ms_in22k_ft_in1k (official key layout)",
+)
+register_pretrained(
+    "swin_large_patch4_window12_384.ms_in22k_orig",
+    url="https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_large_patch4_window12_384_22k.pth",
+    state_dict_key="model",
+    source="microsoft/Swin-Transformer",
+    num_classes=21841,
+    interpolation="bicubic",
+    license="mit",
+    notes="the original release of swin_large_patch4_window12_384.ms_in22k (official key layout)",
+)

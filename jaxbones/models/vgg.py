@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, adaptive_avg_pool2d, check_input, conv2d, max_pool2d
 from jaxbones.models._features import select_levels
+from jaxbones.models._pretrained import torchvision_url
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -145,3 +146,59 @@ for _depth, _cfg in (("11", "A"), ("13", "B"), ("16", "D"), ("19", "E")):
             reference="torchvision.models." + _name,
             min_size=32,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+torchvision_url(
+    "vgg11.tv_in1k",
+    "https://download.pytorch.org/models/vgg11-8a719046.pth",
+    top1=69.02,
+    top5=88.628,
+)
+torchvision_url(
+    "vgg11_bn.tv_in1k",
+    "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
+    top1=70.37,
+    top5=89.81,
+)
+torchvision_url(
+    "vgg13.tv_in1k",
+    "https://download.pytorch.org/models/vgg13-19584684.pth",
+    top1=69.928,
+    top5=89.246,
+)
+torchvision_url(
+    "vgg13_bn.tv_in1k",
+    "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth",
+    top1=71.586,
+    top5=90.374,
+)
+torchvision_url(
+    "vgg16.tv_in1k",
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
+    top1=71.592,
+    top5=90.382,
+)
+torchvision_url(
+    "vgg16_bn.tv_in1k",
+    "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+    top1=73.36,
+    top5=91.516,
+)
+torchvision_url(
+    "vgg19.tv_in1k",
+    "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    top1=72.376,
+    top5=90.876,
+)
+torchvision_url(
+    "vgg19_bn.tv_in1k",
+    "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth",
+    top1=74.218,
+    top5=91.842,
+)

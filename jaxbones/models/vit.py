@@ -25,7 +25,8 @@ from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
-from jaxbones.registry import register_model
+from jaxbones.models._pretrained import timm_hub
+from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
 
@@ -418,3 +419,362 @@ for _name, _size, _patch, _img, _extra in _VARIANTS:
     )
 
 __all__ = ["Block", "VisionTransformer", "transformer_stack"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=75.452,
+    top5=92.858,
+)
+timm_hub(
+    "vit_tiny_patch16_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_tiny_patch16_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=78.438,
+    top5=94.542,
+)
+timm_hub(
+    "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.402,
+    top5=96.15,
+)
+timm_hub(
+    "vit_small_patch16_224.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=78.842,
+    top5=94.28,
+)
+timm_hub(
+    "vit_small_patch16_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_small_patch16_224.dino",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_small_patch16_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=83.814,
+    top5=97.106,
+)
+timm_hub(
+    "vit_small_patch16_384.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.13,
+    top5=95.59,
+)
+timm_hub(
+    "vit_small_patch32_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=76.01,
+    top5=93.266,
+)
+timm_hub(
+    "vit_small_patch32_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_small_patch32_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=80.476,
+    top5=95.594,
+)
+timm_hub(
+    "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=85.108,
+    top5=97.53,
+)
+timm_hub(
+    "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=84.534,
+    top5=97.3,
+)
+timm_hub(
+    "vit_base_patch16_224.orig_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.782,
+    top5=96.122,
+)
+timm_hub(
+    "vit_base_patch16_224.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=79.154,
+    top5=94.108,
+)
+timm_hub(
+    "vit_base_patch16_224.orig_in21k", num_classes=0, interpolation="bicubic", license="apache-2.0"
+)
+timm_hub(
+    "vit_base_patch16_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_base_patch16_224.sam_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=80.246,
+    top5=94.764,
+)
+timm_hub(
+    "vit_base_patch16_224.bamboo",
+    num_classes=115217,
+    mean=(0.48145466, 0.4578275, 0.40821073),
+    std=(0.26862954, 0.26130258, 0.27577711),
+    interpolation="bicubic",
+    crop_pct=1.0,
+)
+timm_hub(
+    "vit_base_patch16_224.dino",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_base_patch16_224.mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+)
+register_pretrained(
+    "vit_base_patch16_224.mae_orig",
+    url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    notes="MAE pre-trained encoder only (md5 prefix 8cad7c; no head)",
+)
+register_pretrained(
+    "vit_base_patch16_224.mae_ft_in1k_orig",
+    url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    top1=83.664,
+    top5=96.53,
+    model_kwargs={"global_pool": "avg"},
+    notes="MAE fine-tuned on ImageNet-1k (md5 prefix 1b25e9)",
+)
+timm_hub(
+    "vit_base_patch16_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=86.01,
+    top5=97.998,
+)
+timm_hub(
+    "vit_base_patch16_384.orig_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=84.212,
+    top5=97.21,
+)
+timm_hub(
+    "vit_base_patch16_384.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.102,
+    top5=95.334,
+)
+timm_hub(
+    "vit_base_patch32_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=80.732,
+    top5=95.574,
+)
+timm_hub(
+    "vit_base_patch32_224.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=74.908,
+    top5=91.77,
+)
+timm_hub(
+    "vit_base_patch32_224.orig_in21k", num_classes=0, interpolation="bicubic", license="apache-2.0"
+)
+timm_hub(
+    "vit_base_patch32_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_base_patch32_224.sam_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=73.704,
+    top5=91.012,
+)
+timm_hub(
+    "vit_base_patch32_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=83.358,
+    top5=96.828,
+)
+timm_hub(
+    "vit_base_patch32_384.augreg_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=78.75,
+    top5=94.238,
+)
+timm_hub(
+    "vit_large_patch16_224.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=85.856,
+    top5=97.822,
+)
+timm_hub(
+    "vit_large_patch16_224.orig_in21k", num_classes=0, interpolation="bicubic", license="apache-2.0"
+)
+timm_hub(
+    "vit_large_patch16_224.augreg_in21k",
+    num_classes=21843,
+    interpolation="bicubic",
+    license="apache-2.0",
+)
+timm_hub(
+    "vit_large_patch16_224.mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+)
+register_pretrained(
+    "vit_large_patch16_224.mae_orig",
+    url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    notes="MAE pre-trained encoder only (md5 prefix b8b06e; no head)",
+)
+register_pretrained(
+    "vit_large_patch16_224.mae_ft_in1k_orig",
+    url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_large.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    top1=85.952,
+    top5=97.57,
+    model_kwargs={"global_pool": "avg"},
+    notes="MAE fine-tuned on ImageNet-1k (md5 prefix 51f550)",
+)
+timm_hub(
+    "vit_large_patch16_384.augreg_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=87.096,
+    top5=98.302,
+)
+timm_hub(
+    "vit_large_patch32_224.orig_in21k", num_classes=0, interpolation="bicubic", license="apache-2.0"
+)
+timm_hub(
+    "vit_large_patch32_384.orig_in21k_ft_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=81.508,
+    top5=96.086,
+)
+timm_hub(
+    "vit_huge_patch14_224.orig_in21k", num_classes=0, interpolation="bicubic", license="apache-2.0"
+)
+timm_hub(
+    "vit_huge_patch14_224.mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    license="cc-by-nc-4.0",
+)
+register_pretrained(
+    "vit_huge_patch14_224.mae_orig",
+    url="https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_huge.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    num_classes=0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    notes="MAE pre-trained encoder only (md5 prefix 9bdbb0; no head)",
+)
+register_pretrained(
+    "vit_huge_patch14_224.mae_ft_in1k_orig",
+    url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_huge.pth",
+    state_dict_key="model",
+    source="facebookresearch/mae",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bicubic",
+    crop_pct=0.875,
+    license="cc-by-nc-4.0",
+    top1=86.928,
+    top5=98.088,
+    model_kwargs={"global_pool": "avg"},
+    notes="MAE fine-tuned on ImageNet-1k (md5 prefix 2541f2)",
+)

@@ -39,6 +39,7 @@ from jaxbones.layers import (
     max_pool2d,
 )
 from jaxbones.models._features import classifier_head, select_levels
+from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -270,3 +271,21 @@ _VARIANTS = {
 }
 for _name, _fn in _VARIANTS.items():
     register_model(_name, _fn, family="vovnet", reference=f"timm.models.{_name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: facts from timm's and torchvision's pretrained configs; top-1/top-5
+# from timm's results-imagenet.csv at the tag's eval size and crop, or torchvision's weights
+# meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
+# first tag is its default.
+
+timm_hub(
+    "ese_vovnet19b_dw.ra_in1k",
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=76.828,
+    top5=93.276,
+)
+timm_hub(
+    "ese_vovnet39b.ra_in1k", interpolation="bicubic", license="apache-2.0", top1=79.312, top5=94.722
+)
