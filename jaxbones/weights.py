@@ -39,6 +39,7 @@ from jaxbones.registry import (
     get_pretrained_cfg,
     init_shapes,
     init_variables,
+    model_fields,
 )
 
 log = logging.getLogger("jaxbones.weights")
@@ -98,7 +99,9 @@ def load_pretrained(
       ``(model, variables)`` (and the report): ``model.apply(variables, images_nhwc)``.
     """
     cfg = get_pretrained_cfg(name)
-    native = {**cfg.model_kwargs, "num_classes": cfg.num_classes}
+    native = dict(cfg.model_kwargs)
+    if "num_classes" in model_fields(cfg.model):  # CLIP, MAE and SAM have no classifier
+        native["num_classes"] = cfg.num_classes
     # The converters resample position tables to another image size, so that happens once
     # at conversion (and is part of the converted cache's key).
     native.update({k: overrides[k] for k in _CONVERSION_OPTIONS if k in overrides})

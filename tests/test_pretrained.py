@@ -24,9 +24,8 @@ import torch
 import torchvision
 
 import jaxbones
-from jaxbones import hub, registry
+from jaxbones import hub
 from tests.helpers import fast_jit, randomize_
-from tests.hub_server import HubServer
 
 TV_URL = "https://download.pytorch.org/models/resnet18-{}.pth"
 
@@ -47,37 +46,6 @@ def _safetensors_bytes(state_dict) -> bytes:
 def tv_resnet18():
     torch.manual_seed(0)
     return randomize_(torchvision.models.resnet18()).eval()
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    with HubServer() as s:
-        monkeypatch.setenv("HF_ENDPOINT", s.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("JAXBONES_OFFLINE", raising=False)
-        monkeypatch.setenv("JAXBONES_CACHE", str(tmp_path / "jb"))
-        monkeypatch.setenv("JAXBONES_URL_MIRROR", s.url)
-        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        yield s
-
-
-@pytest.fixture
-def tags():
-    """Registers test tags and removes them afterwards."""
-    added = []
-
-    def register(tag, **cfg):
-        c = registry.register_pretrained(tag, **cfg)
-        added.append(c)
-        return c
-
-    yield register
-    for c in added:
-        registry._PRETRAINED[c.model].pop(c.tag)
-        if not registry._PRETRAINED[c.model]:
-            registry._PRETRAINED.pop(c.model)
 
 
 def _url_tag(server, tags, sd, name="resnet18.test_url", sha=None, **kw):
