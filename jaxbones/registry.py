@@ -113,6 +113,12 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """
     entry = get_entry(name)
     fields = model_fields(name)
+    if "pretrained" in overrides and "pretrained" not in fields:
+        raise ValueError(
+            f"create_model builds a module without weights (Flax keeps them apart); for "
+            f"published weights use `model, variables = jaxbones.load_pretrained({name!r})` "
+            f"(tags: jaxbones.list_pretrained({name + '*'!r}))"
+        )
     for key in overrides:
         if key not in fields:
             raise ValueError(
