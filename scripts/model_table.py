@@ -142,12 +142,13 @@ def parse_rows(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def write_between_markers(text: str, table: str) -> str:
-    """``text`` with ``table`` between the model markers (markers appended when absent)."""
-    block = f"{START}\n{table}{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
+def write_between_markers(text: str, table: str, start: str = START, end: str = END) -> str:
+    """``text`` with ``table`` between the ``start`` / ``end`` markers (the model table's by
+    default; appended when absent)."""
+    block = f"{start}\n{table}{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         return head + block + tail
     return text.rstrip("\n") + "\n\n" + block + "\n"
 

@@ -305,6 +305,9 @@ register_model(
 # meta. tests/test_pretrained_cfgs.py checks them against the installed libraries. A model's
 # first tag is its default.
 
+# timm's files have no auxiliary classifier (timm builds these without one); torchvision's has.
+_NO_AUX = {"aux_logits": False}
+
 torchvision_url(
     "inception_v3.tv_in1k",
     "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
@@ -317,10 +320,16 @@ torchvision_url(
     notes="torchvision builds it with transform_input=True (weights ported from TF)",
 )
 timm_hub(
-    "inception_v3.tf_in1k", interpolation="bicubic", license="apache-2.0", top1=77.866, top5=93.644
+    "inception_v3.tf_in1k",
+    model_kwargs=_NO_AUX,
+    interpolation="bicubic",
+    license="apache-2.0",
+    top1=77.866,
+    top5=93.644,
 )
 timm_hub(
     "inception_v3.tf_adv_in1k",
+    model_kwargs=_NO_AUX,
     interpolation="bicubic",
     license="apache-2.0",
     top1=77.598,
@@ -328,6 +337,7 @@ timm_hub(
 )
 timm_hub(
     "inception_v3.gluon_in1k",
+    model_kwargs=_NO_AUX,
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
     interpolation="bicubic",
