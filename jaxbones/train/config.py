@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.weight_decay = 0.05
     o.clip_norm = 0.0  # >0: global-norm clipping
-    o.layer_decay = 1.0  # <1: layer-wise lr decay (ViT / MAE / Swin parameter naming)
+    o.layer_decay = 1.0  # <1: layer-wise lr decay (families declaring layer ids: ViT, MAE, Swin)
     o.frozen = ()  # regexes on 'a/b/c' parameter paths that stay fixed
     o.trainable = ()  # if set: only these regexes train (new heads, linear probes)
     c.ema_decay = 0.0  # >0: exponential moving average of the parameters

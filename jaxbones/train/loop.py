@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxbones.registry import get_entry
 from jaxbones.train import checkpoint as ckpt_lib
 from jaxbones.train import inputs, optim, sharding
 from jaxbones.train.logger import MetricLogger, peak_flops, step_cost
@@ -108,6 +109,20 @@ def evaluate(eval_fn, state, eval_iter, mesh, task):
     return task.finalize(sums) if sums is not None else {}
 
 
+def build_optimizer(config, task, params, num_steps: int, steps_per_epoch: int):
+    """``(tx, schedule, groups)`` of ``config.optimizer`` for the task's ``params``, with the
+    weight-decay exemptions and layer ids the model's family declares in the registry."""
+    return optim.make_optimizer(
+        config.optimizer,
+        params,
+        num_steps,
+        steps_per_epoch,
+        config.global_batch_size,
+        groups_of=get_entry(config.model).param_groups,
+        prefix=task.params_prefix,
+    )
+
+
 def run(config, train_iter=None, eval_iter=None) -> dict:
     """Trains ``config``; optional iterators replace the ones built from the config."""
     setup_compile_cache(config.compile_cache)
@@ -141,12 +156,8 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     init_rng, state_rng = jax.random.split(rng)
     init_vars = functools.partial(task.init, model, config, channels=channels)
     abstract_vars = jax.eval_shape(init_vars, init_rng)
-    tx, schedule, groups = optim.make_optimizer(
-        config.optimizer,
-        abstract_vars["params"],
-        num_steps,
-        steps_per_epoch,
-        config.global_batch_size,
+    tx, schedule, groups = build_optimizer(
+        config, task, abstract_vars["params"], num_steps, steps_per_epoch
     )
     logger.info(optim.format_groups(groups, optim_peak(schedule, num_steps)))
 
