@@ -71,7 +71,8 @@ def get_config():
     c.optimizer.schedule = "cosine"
     c.dice_weight = 0.5  # loss = cross-entropy + dice_weight * soft Dice
     c.ignore_index = 255  # mask value that counts nowhere (void / borders)
-    c.num_png_examples = 8
+    with c.unlocked():  # this recipe's own key
+        c.num_png_examples = 8
     c.log_every = 50
     c.best_metric = "mean_iou"
     c.workdir = "/tmp/jaxbones_unet_segmentation"

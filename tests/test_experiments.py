@@ -23,6 +23,7 @@ RECIPES = [
     "mae_finetune",
     "mae_linprobe",
     "unet_segmentation",
+    "clip_pretrain",
 ]
 HAS_DATA = hasattr(data, "make_train_iterator")
 HAS_MAE = bool(list_models("mae_vit_base_patch16_dec512d8b")) and bool(
@@ -37,6 +38,8 @@ def test_recipe_configs_build_lock_and_document(name):
     for word in ("Command:", "Hardware:", "Time:", "Result:"):
         assert word in doc, (name, word)
     c = mod.get_config()
+    with pytest.raises(AttributeError, match='Did you mean "num_steps" instead of "num_step"'):
+        c.num_step = 3  # a typo inside a recipe fails (default_config() is locked)
     c.lock()
     apply_overrides(c, ["--config.global_batch_size=16", "--config.dataset=cifar10"])
     assert c.global_batch_size == 16 and c.dataset == "cifar10"

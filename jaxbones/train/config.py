@@ -23,10 +23,16 @@ import difflib
 import ml_collections
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
+from jaxbones.train.segmentation import IGNORE_INDEX
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every key ``jaxbones.train.run`` reads, with defaults (unlocked; recipes lock it)."""
+    """Every key ``jaxbones.train.run`` reads, with defaults.
+
+    Locked, so a misspelt key in a recipe (``c.num_step = 3``) raises ml_collections' error
+    with its "Did you mean" suggestion; ``model_kwargs`` and ``augment`` (``OPEN_GROUPS``)
+    stay open, their keys are validated by ``create_model`` and the data pipeline. A recipe
+    that needs a key of its own adds it inside ``with c.unlocked():``."""
     c = ml_collections.ConfigDict()
     c.model = "resnet18"
     c.model_kwargs = ml_collections.ConfigDict()
@@ -79,6 +85,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.mixup_alpha = 0.0
     c.cutmix_alpha = 0.0
     c.mask_ratio = 0.75  # MAE
+    c.dice_weight = 0.0  # segmentation: loss = cross-entropy + dice_weight * soft Dice
+    c.ignore_index = IGNORE_INDEX  # segmentation: mask value that counts nowhere (void, borders)
     # Step.
     c.sharding = "data"  # data | fsdp
     c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated under fsdp
@@ -101,6 +109,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.progress = True
     c.debug_signal_at_step = -1  # testing preemption: signal self at this step
     c.debug_signal = "SIGKILL"
+    c.lock()
+    for group in OPEN_GROUPS:
+        c[group].unlock()
     return c
 
 

@@ -232,12 +232,6 @@ def _seg_lib():
     return segmentation
 
 
-def _seg_option(config, key, default):
-    """Segmentation keys are optional in a config (recipes add them): ``dice_weight``,
-    ``ignore_index``."""
-    return config.get(key, default) if hasattr(config, "get") else default
-
-
 class Segmentation(Task):
     """Per-pixel classification: ``batch = {"image" [B, H, W, C], "mask" int [B, H, W]}``.
 
@@ -265,12 +259,12 @@ class Segmentation(Task):
     def loss(self, model, variables, batch, rng, config):
         seg = _seg_lib()
         out, bs = _apply(model, variables, batch["image"], True, rng)
-        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        ignore = config.ignore_index
         loss = seg.segmentation_loss(
             out,
             batch["mask"],
             ignore_index=ignore,
-            dice_weight=_seg_option(config, "dice_weight", 0.0),
+            dice_weight=config.dice_weight,
             label_smoothing=config.label_smoothing,
         )
         mask = batch["mask"]
@@ -285,7 +279,7 @@ class Segmentation(Task):
         out, _ = _apply(model, variables, batch["image"], False, None)
         logits = self.seg_logits(out)
         k = logits.shape[-1]
-        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        ignore = config.ignore_index
         # padding examples (valid=False) count nowhere: their pixels become ignored
         valid = _valid(batch, logits.shape[0])[:, None, None] > 0
         mask = jnp.where(valid, batch["mask"], ignore)
