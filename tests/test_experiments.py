@@ -156,7 +156,14 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
         ],
     )
     rep = ft["init_from"]
-    assert rep["step"] == 30 and rep["copied"] >= rep["total"] - 6  # new head / fc_norm
+    # exactly MAE main_finetune.py's missing keys stay fresh: the head and (config.init_fresh)
+    # the global-pool fc_norm
+    assert rep["step"] == 30 and rep["fresh"] == [
+        "fc_norm/bias",
+        "fc_norm/scale",
+        "head/bias",
+        "head/kernel",
+    ]
 
     lp = main(
         mae_linprobe.get_config,

@@ -12,7 +12,7 @@ Attributes of the config (the important ones):
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
   sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
   workdir, log_every, eval_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
-    init_from: the run.
+    init_from, init_fresh: the run.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.best_metric = "accuracy"  # eval metric whose best checkpoint is also kept
     c.async_ckpt = True
     c.init_from = ""  # checkpoint dir/step for params-only restore (fine-tuning)
+    # regexes of parameter paths init_from may leave at their initial values (the classifier
+    # head always may); any other parameter the checkpoint lacks is an error
+    c.init_fresh = ()
     c.compile_cache = "~/.cache/jaxbones/xla"  # '' disables the persistent compilation cache
     c.plot = True
     c.progress = True

@@ -109,6 +109,15 @@ def evaluate(eval_fn, state, eval_iter, mesh, task):
     return task.finalize(sums) if sums is not None else {}
 
 
+def head_paths(task, config, num_classes: int, channels: int, params) -> set[str]:
+    """Paths of the parameters whose shape follows the number of classes (the classifier
+    head), found by building the task's model once more with one class more."""
+    other = task.build_model(config, num_classes + 1, channels)
+    init = functools.partial(task.init, other, config, channels=channels)
+    shapes = optim.flat_shapes(jax.eval_shape(init, jax.random.PRNGKey(0))["params"])
+    return {p for p, s in optim.flat_shapes(params).items() if shapes.get(p) != s}
+
+
 def build_optimizer(config, task, params, num_steps: int, steps_per_epoch: int):
     """``(tx, schedule, groups)`` of ``config.optimizer`` for the task's ``params``, with the
     weight-decay exemptions and layer ids the model's family declares in the registry."""
@@ -188,7 +197,12 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
             logger.info(f"resumed from {ckpt.dir} step {start}")
     if start == 0 and config.init_from:
         params, report = ckpt_lib.load_params(
-            config.init_from, jax.device_get(state.params), config.model, task.params_prefix
+            config.init_from,
+            jax.device_get(state.params),
+            config.model,
+            task.params_prefix,
+            head=head_paths(task, config, num_classes, channels, abstract_vars["params"]),
+            may_stay_fresh=config.init_fresh,
         )
         params = jax.device_put(params, state_sh.params)
         state = state.replace(params=params)

@@ -53,6 +53,11 @@ def _paths(params) -> dict[str, np.ndarray]:
     return dict(flat)
 
 
+def flat_shapes(params) -> dict[str, tuple]:
+    """``{'a/b/c': shape}`` of a parameter tree (arrays or ShapeDtypeStructs)."""
+    return {p: tuple(x.shape) for p, x in _paths(params).items()}
+
+
 def decay_mask(params, groups_of: ParamGroups | None = None):
     """True where weight decay applies (same tree structure as ``params``)."""
     facts = groups_of or _NO_FACTS
