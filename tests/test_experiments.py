@@ -139,7 +139,7 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
             "--config.model_kwargs.norm_pix_loss=false",
         ]
     )
-    rows = [r for r in out["_history"] if r["split"] == "train"]
+    rows = [r for r in out.history if r["split"] == "train"]
     first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
     assert last < 0.8 * first, (first, last)
     assert os.path.getsize(os.path.join(pre, "reconstruction.png")) > 1000
@@ -155,7 +155,7 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
             "--config.model_kwargs.drop_path_rate=0.0",
         ],
     )
-    rep = ft["init_from"]
+    rep = ft.init_from
     # exactly MAE main_finetune.py's missing keys stay fresh: the head and (config.init_fresh)
     # the global-pool fc_norm
     assert rep["step"] == 30 and rep["fresh"] == [
@@ -181,6 +181,6 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
     src = mngr.restore(30, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     mngr.close()
     enc = src["state"]["params"]["blocks_0"]
-    got = jax.device_get(lp["_state"].params["backbone"]["blocks_0"])
+    got = jax.device_get(lp.state.params["backbone"]["blocks_0"])
     for a, b in zip(jax.tree_util.tree_leaves(enc), jax.tree_util.tree_leaves(got), strict=True):
         np.testing.assert_array_equal(a, b)  # frozen backbone == the pretrained encoder
