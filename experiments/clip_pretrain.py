@@ -14,7 +14,7 @@ Result:    measured at 120 steps (8 fake CPU devices, global batch 64): train lo
            caps in-batch retrieval (eval i2t/t2i accuracy 0.156 = 1/6.4); zero-shot accuracy
            on the 450 test digits with the prompt "a photo of the digit {name}." over the 10
            names: 0.993 (chance 0.1). ``tests/test_clip.py`` checks the config and data only.
-Outputs:   the returned metrics dict (train/eval contrastive loss, in-batch retrieval
+Outputs:   the returned RunResult's metrics (train/eval contrastive loss, in-batch retrieval
            accuracy, ``zero_shot_accuracy``); with ``--config.workdir`` also metrics.jsonl
            and checkpoints.
 
@@ -114,7 +114,7 @@ def eval_batches(x, y, batch_size: int, tokenizer) -> list[dict]:
     return out
 
 
-def run(config) -> dict:
+def run(config):
     import jax
 
     from jaxbones.text import get_tokenizer
@@ -123,25 +123,27 @@ def run(config) -> dict:
 
     tok = get_tokenizer()
     tr_x, tr_y, te_x, te_y = digits_split(config.image_size)
-    out = train_run(
+    result = train_run(
         config,
         train_iter=caption_batches(tr_x, tr_y, config.global_batch_size, config.seed, tok),
         eval_iter=eval_batches(te_x, te_y, config.eval_batch_size, tok),
     )
-    model, state = out["_model"], out["_state"]
-    variables = jax.device_get(state.variables())
+    model = result.model
+    variables = jax.device_get(result.state.variables())
     classifier = build_zero_shot_classifier(model, variables, NAMES, ZERO_SHOT_TEMPLATES)
     logits_fn = jax.jit(lambda v, x: zero_shot_logits(model, v, x, classifier))
     # 3 batches of 150 = the 450 test digits (one compiled shape)
     preds = np.concatenate(
         [np.argmax(logits_fn(variables, jnp.asarray(te_x[i : i + 150])), -1) for i in (0, 150, 300)]
     )
-    out["zero_shot_accuracy"] = float(np.mean(preds == te_y))
-    print(f"zero-shot accuracy on {len(te_x)} test digits: {out['zero_shot_accuracy']:.3f}")
-    return out
+    result.metrics["zero_shot_accuracy"] = float(np.mean(preds == te_y))
+    print(
+        f"zero-shot accuracy on {len(te_x)} test digits: {result.metrics['zero_shot_accuracy']:.3f}"
+    )
+    return result
 
 
-def main(argv=None) -> dict:
+def main(argv=None):
     config = get_config()
     config.lock()
     apply_overrides(config, sys.argv[1:] if argv is None else argv)

@@ -22,6 +22,7 @@ def get_config():
     c.model_kwargs.fc_norm = True
     c.model_kwargs.drop_path_rate = 0.1
     c.init_from = "/tmp/jaxbones_mae_pretrain"
+    c.init_fresh = (r"^fc_norm/",)  # new with global pooling (MAE main_finetune.py), as the head
     c.optimizer.lr = 5e-4
     c.optimizer.base_batch_size = 256
     c.optimizer.b1 = 0.9

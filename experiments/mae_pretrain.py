@@ -50,23 +50,22 @@ def get_config():
 
 
 def main(argv=None):
-    out = launch_main(get_config, argv)
-    config = out["_config"]
-    if jax.process_index() == 0 and config.workdir and out.get("_eval_batch") is not None:
+    result = launch_main(get_config, argv)
+    config = result.config
+    if jax.process_index() == 0 and config.workdir and result.eval_data is not None:
         from jaxbones.train.visualize import save_mae_reconstruction
 
-        state = out["_state"]
         path = save_mae_reconstruction(
-            out["_model"],
-            jax.device_get(state.variables()),
-            out["_eval_batch"]["image"],
+            result.model,
+            jax.device_get(result.state.variables()),
+            next(iter(result.eval_data))["image"],  # evaluation images, not augmented ones
             os.path.join(os.path.expanduser(config.workdir), "reconstruction.png"),
             config.mean,
             config.std,
         )
         print(f"reconstruction: {path}", flush=True)
-        out["reconstruction_png"] = path
-    return out
+        result.metrics["reconstruction_png"] = path
+    return result
 
 
 if __name__ == "__main__":

@@ -71,21 +71,22 @@ def get_config():
     c.optimizer.schedule = "cosine"
     c.dice_weight = 0.5  # loss = cross-entropy + dice_weight * soft Dice
     c.ignore_index = 255  # mask value that counts nowhere (void / borders)
-    c.num_png_examples = 8
+    with c.unlocked():  # this recipe's own key
+        c.num_png_examples = 8
     c.log_every = 50
     c.best_metric = "mean_iou"
     c.workdir = "/tmp/jaxbones_unet_segmentation"
     return c
 
 
-def save_predictions(out) -> str | None:
+def save_predictions(result) -> str | None:
     """Predicts the first ``num_png_examples`` eval images with the final state and writes
     ``predictions.png`` into the workdir; returns its path (None without a workdir)."""
     from jaxbones import data
     from jaxbones.train import segmentation
     from jaxbones.train.tasks import Segmentation
 
-    config = out["_config"]
+    config = result.config
     if not config.workdir or jax.process_index() != 0:
         return None
     ev = data.make_eval_iterator(
@@ -102,8 +103,8 @@ def save_predictions(out) -> str | None:
         process_count=1,
     )
     batch = next(iter(ev))
-    variables = jax.device_get(out["_state"].variables(ema=config.eval_ema))
-    logits = Segmentation.seg_logits(out["_model"].apply(variables, batch["image"], train=False))
+    variables = jax.device_get(result.state.variables(ema=config.eval_ema))
+    logits = Segmentation.seg_logits(result.model.apply(variables, batch["image"], train=False))
     path = os.path.join(os.path.expanduser(config.workdir), "predictions.png")
     return segmentation.save_predictions_png(
         batch["image"],
@@ -118,12 +119,12 @@ def save_predictions(out) -> str | None:
 
 
 def main(argv=None):
-    out = launch_main(get_config, argv)
-    path = save_predictions(out)
+    result = launch_main(get_config, argv)
+    path = save_predictions(result)
     if path:
         print(f"predictions: {path}", flush=True)
-        out["predictions_png"] = path
-    return out
+        result.metrics["predictions_png"] = path
+    return result
 
 
 if __name__ == "__main__":

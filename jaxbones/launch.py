@@ -87,8 +87,9 @@ def topology() -> dict:
     }
 
 
-def main(get_config, argv=None) -> dict:
-    """Parses ``argv`` (default ``sys.argv[1:]``), starts jax.distributed, runs training."""
+def main(get_config, argv=None):
+    """Parses ``argv`` (default ``sys.argv[1:]``), starts jax.distributed, runs training;
+    returns ``train.run``'s ``RunResult``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     launch, overrides = _split_args(argv)
     from jaxbones.train.config import apply_overrides
@@ -109,11 +110,10 @@ def main(get_config, argv=None) -> dict:
     )
     if jax.process_index() == 0:
         print(f"topology: {json.dumps(topology())}", flush=True)
-    out = run(config)
-    final = {k: v for k, v in out.items() if not k.startswith("_")}
+    result = run(config)
     if jax.process_index() == 0:
-        print("final: " + json.dumps(final), flush=True)
-    return out
+        print("final: " + json.dumps(result.summary()), flush=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import difflib
 import fnmatch
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.core as flax_core
 import flax.linen as nn
@@ -31,6 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from jaxbones.layers.param_groups import ParamGroups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,8 @@ class ModelEntry:
       crop_pct: centre-crop fraction used for evaluation.
       reference: the PyTorch implementation the parity tests compare against.
       min_size: smallest spatial input size the network accepts.
+      param_groups: the family's optimiser facts (weight-decay exemptions, scanned stacks,
+        layer ids for layer-wise lr decay); None: only the ndim rule applies.
     """
 
     name: str
@@ -57,6 +62,7 @@ class ModelEntry:
     crop_pct: float = 0.875
     reference: str = ""
     min_size: int = 32
+    param_groups: ParamGroups | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -445,10 +445,12 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
         return [next(it)]
 
     out = loop.run(c, train_iter=batches(0), eval_iter=eval_iter())
-    losses = [h["loss"] for h in out["_history"] if h["split"] == "train"]
+    losses = [h["loss"] for h in out.history if h["split"] == "train"]
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
-    assert out["eval_i2t_accuracy"] > 0.5 and out["eval_t2i_accuracy"] > 0.5, out
+    assert out.metrics["eval_i2t_accuracy"] > 0.5 and out.metrics["eval_t2i_accuracy"] > 0.5, (
+        out.metrics
+    )
 
 
 def test_clip_pretrain_recipe_config_and_data():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from jaxbones.registry import get_entry
 from jaxbones.train import config as config_lib
 from jaxbones.train import optim, sharding
 from jaxbones.train.step import create_state, make_train_step
@@ -152,25 +153,28 @@ def _vit_params(scan=False, depth=3):
     return p
 
 
+VIT = get_entry("vit_base_patch16_224").param_groups
+
+
 def test_weight_decay_mask():
-    flat = traverse_util.flatten_dict(optim.decay_mask(_vit_params()), sep="/")
+    flat = traverse_util.flatten_dict(optim.decay_mask(_vit_params(), VIT), sep="/")
     assert flat["blocks_0/attn/qkv/kernel"] and flat["head/kernel"]
     assert flat["patch_embed/proj/kernel"]
     for k in ("cls_token", "pos_embed", "head/bias", "norm/scale", "blocks_1/norm1/bias"):
         assert not flat[k], k
     # scanned stacks: the leading [depth] axis does not make a bias a matrix
-    flat = traverse_util.flatten_dict(optim.decay_mask(_vit_params(scan=True)), sep="/")
+    flat = traverse_util.flatten_dict(optim.decay_mask(_vit_params(scan=True), VIT), sep="/")
     assert flat["blocks/attn/qkv/kernel"] and not flat["blocks/attn/qkv/bias"]
     assert not flat["blocks/norm1/scale"]
 
 
 def test_layer_decay_scales_vit_unrolled_scanned_and_swin():
     d = 0.5
-    s = optim.layer_scales(_vit_params(depth=3), d)  # 4 layers: emb 0, blocks 1..3, head 4
+    s = optim.layer_scales(_vit_params(depth=3), d, VIT)  # 4 layers: emb 0, blocks 1..3, head 4
     assert s["cls_token"] == s["patch_embed/proj/kernel"] == d**4
     assert s["blocks_0/attn/qkv/kernel"] == d**3 and s["blocks_2/norm1/bias"] == d**1
     assert s["head/kernel"] == s["norm/scale"] == 1.0
-    sc = optim.layer_scales(_vit_params(scan=True, depth=3), d)
+    sc = optim.layer_scales(_vit_params(scan=True, depth=3), d, VIT)
     assert sc["blocks/attn/qkv/kernel"] == (d**3, d**2, d**1)
     swin = {
         "patch_embed": {"proj": {"kernel": np.zeros((4, 4, 3, 8))}},
@@ -181,13 +185,15 @@ def test_layer_decay_scales_vit_unrolled_scanned_and_swin():
         "norm": {"scale": np.zeros(16)},
         "head": {"kernel": np.zeros((16, 10))},
     }
-    ss = optim.layer_scales(swin, d)  # 4 blocks -> ids 1..4, head 5 (SimMIM numbering)
+    ss = optim.layer_scales(
+        swin, d, get_entry("swin_tiny_patch4_window7_224").param_groups
+    )  # 4 blocks -> ids 1..4, head 5 (SimMIM numbering)
     assert ss["patch_embed/proj/kernel"] == d**5
     assert ss["layers_0_blocks_0/w"] == d**4 and ss["layers_0_blocks_1/w"] == d**3
     assert ss["layers_0_downsample/w"] == d**3
     assert ss["layers_1_blocks/w"] == (d**2, d**1) and ss["head/kernel"] == 1.0
     with pytest.raises(ValueError, match="layer_decay=1.0"):
-        optim.layer_scales({"conv1": {"kernel": np.zeros((3, 3, 3, 8))}}, 0.75)
+        optim.layer_scales({"conv1": {"kernel": np.zeros((3, 3, 3, 8))}}, 0.75, None)
 
 
 @pytest.mark.parametrize("scan", [False, True])
@@ -197,7 +203,7 @@ def test_optimizer_applies_lr_scale_decay_and_freezing(scan):
     c.name, c.momentum, c.lr, c.schedule, c.warmup_steps = "sgd", 0.0, 0.1, "constant", 0
     c.weight_decay, c.layer_decay, c.frozen = 0.01, 0.5, (r"^patch_embed/",)
     params = jax.tree_util.tree_map(lambda x: jnp.ones(x.shape), _vit_params(scan=scan))
-    tx, _, groups = optim.make_optimizer(c, params, 10, 10, 32)
+    tx, _, groups = optim.make_optimizer(c, params, 10, 10, 32, VIT)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
     upd, _ = tx.update(grads, tx.init(params), params)
     flat_u = traverse_util.flatten_dict(upd, sep="/")

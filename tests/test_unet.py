@@ -319,8 +319,8 @@ def test_segmentation_recipe_reaches_mean_iou_floor(tmp_path):
             "--config.compile_cache=",
         ]
     )
-    assert out["eval_mean_iou"] >= 0.65, out["eval_mean_iou"]
-    assert out["eval_pixel_accuracy"] >= 0.85, out["eval_pixel_accuracy"]
+    assert out.metrics["eval_mean_iou"] >= 0.65, out.metrics
+    assert out.metrics["eval_pixel_accuracy"] >= 0.85, out.metrics
     assert (tmp_path / "predictions.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="did you mean"):
         unet_segmentation.main(["--config.num_step=3"])

@@ -147,6 +147,20 @@ def get_converter(family: str) -> Converter:
 _WRAPPERS = ("state_dict", "model", "model_state", "module", "model_ema", "ema")
 
 
+def _torch_load(torch, path: str) -> Any:
+    """``torch.load`` of a weights file; a truncated or corrupt file raises a ValueError that
+    names it (torch's own errors are a bare EOFError, KeyError or unpickling error)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path} ({os.path.getsize(path)} bytes) is not a readable PyTorch checkpoint "
+            f"({type(e).__name__}: {first}); the file is probably truncated or corrupt: "
+            "download or save it again"
+        ) from e
+
+
 def to_numpy(v: Any) -> np.ndarray:
     if hasattr(v, "detach"):  # torch.Tensor, without importing torch
         v = v.detach().cpu()
@@ -174,7 +188,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise ImportError(
             f"reading {path} needs PyTorch: pip install torch (or convert it to .safetensors first)"
         ) from e
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _torch_load(torch, path)
 
 
 def load_state_dict(source: Any) -> dict[str, np.ndarray]:

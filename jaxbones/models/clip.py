@@ -35,6 +35,7 @@ from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import conv2d
 from jaxbones.layers.norm import BatchNorm, LayerNorm
+from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d
 from jaxbones.models.vit import Block, transformer_stack
@@ -531,6 +532,9 @@ _VARIANTS = {
     "clip_rn50": ("RN50", 1024, (3, 4, 6, 3), 64, None, {"text_width": 512, "text_heads": 8}),
 }
 
+# open_clip decays every parameter with ndim >= 2 (the position and token embeddings too)
+PARAM_GROUPS = ParamGroups(stacks=("blocks",))
+
 for _name, (_cfg, _dim, _layers, _width, _patch, _text) in _VARIANTS.items():
     register_model(
         _name,
@@ -549,6 +553,7 @@ for _name, (_cfg, _dim, _layers, _width, _patch, _text) in _VARIANTS.items():
         crop_pct=1.0,  # open_clip eval: resize shortest side to 224, centre crop 224
         reference=f"open_clip.{_cfg}",
         min_size=32 if _patch is None else _patch,
+        param_groups=PARAM_GROUPS,
     )
 
 __all__ = [

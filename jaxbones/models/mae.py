@@ -33,6 +33,7 @@ from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
 from jaxbones.layers.mlp import dense_init
 from jaxbones.layers.norm import LayerNorm
+from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
 from jaxbones.models.vit import Block, transformer_stack
@@ -316,6 +317,13 @@ _MAE = [
     ("mae_vit_large_patch16_dec512d8b", 16, (1024, 24, 16)),
     ("mae_vit_huge_patch14_dec512d8b", 14, (1280, 32, 16)),
 ]
+# models_mae.py no_weight_decay + the decoder's own tokens; layer ids as util/lr_decay.py
+# (the decoder, used only in pretraining, counts with the head)
+PARAM_GROUPS = ParamGroups(
+    no_decay=("pos_embed", "cls_token", "mask_token", "decoder_pos_embed"),
+    stacks=("blocks", "decoder_blocks"),
+    layer_ids=transformer_layer_ids(embed=("cls_token", "pos_embed", "patch_embed")),
+)
 for _name, _patch, (_dim, _depth, _heads) in _MAE:
     register_model(
         _name,
@@ -332,6 +340,7 @@ for _name, _patch, (_dim, _depth, _heads) in _MAE:
         family="mae",
         reference="facebookresearch/mae models_mae (transformers.ViTMAEForPreTraining)",
         min_size=_patch,
+        param_groups=PARAM_GROUPS,
     )
 
 

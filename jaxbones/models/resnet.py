@@ -31,6 +31,7 @@ from jaxbones.layers import (
     drop_path_rates,
     max_pool2d,
 )
+from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.stack import remat
 from jaxbones.models._features import classifier_head, select_levels
 from jaxbones.models._pretrained import timm_hub, torchvision_url
@@ -387,8 +388,13 @@ class ResNetV2(nn.Module):
         return classifier_head(self, x, train, name="head_fc")
 
 
+# scanned stages: the blocks after the first are one `{stage}_rest` stack
+PARAM_GROUPS = ParamGroups(stacks=(r".+_rest",))
+
+
 def _reg(name, fn, reference, **kw):
-    register_model(name, fn, family=kw.pop("family", "resnet"), reference=reference, **kw)
+    family = kw.pop("family", "resnet")
+    register_model(name, fn, family=family, reference=reference, param_groups=PARAM_GROUPS, **kw)
 
 
 _tv = "torchvision.models."

@@ -43,6 +43,7 @@ from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.conv import conv2d
 from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
+from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
@@ -851,6 +852,8 @@ class Sam(nn.Module):
         return {"low_res_logits": masks, "iou_predictions": iou}
 
 
+# the image encoder's absolute position embedding; scanned runs of blocks are scan_{i}
+PARAM_GROUPS = ParamGroups(no_decay=("pos_embed",), stacks=(r"scan_\d+",))
 # segment_anything/build_sam.py: (embed_dim, depth, heads, global_attn_indexes)
 _SIZES = {
     "b": (768, 12, 12, (2, 5, 8, 11)),
@@ -875,6 +878,7 @@ for _s, (_d, _n, _h, _g) in _SIZES.items():
         crop_pct=1.0,
         reference=f"segment_anything.sam_model_registry.vit_{_s}",
         min_size=16,
+        param_groups=PARAM_GROUPS,
     )
 
 

@@ -39,6 +39,7 @@ from jaxbones.layers import (
     global_pool,
     remat,
 )
+from jaxbones.layers.param_groups import ParamGroups, staged_layer_ids
 from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
@@ -501,6 +502,14 @@ class SwinTransformer(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=dense_init, name="head", **kw)(x)
 
 
+# timm SwinTransformer.no_weight_decay; layer ids over all stages' blocks in order (SimMIM)
+PARAM_GROUPS = ParamGroups(
+    no_decay=("relative_position_bias_table",),
+    stacks=(r"layers_\d+_blocks",),
+    layer_ids=staged_layer_ids(embed=("patch_embed",)),
+)
+
+
 def _reg(name, img_size, window, embed_dim, depths, heads):
     fn = functools.partial(
         SwinTransformer,
@@ -518,6 +527,7 @@ def _reg(name, img_size, window, embed_dim, depths, heads):
         crop_pct=0.9 if img_size == 224 else 1.0,  # timm default_cfgs
         reference=f"timm.models.{name}",
         min_size=img_size,
+        param_groups=PARAM_GROUPS,
     )
 
 

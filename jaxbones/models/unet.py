@@ -42,6 +42,7 @@ from jaxbones.layers import (
     resize_to,
 )
 from jaxbones.layers.norm import BatchNorm
+from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -440,4 +441,5 @@ register_model(
     family="unet",
     input_size=(224, 224, 3),
     min_size=32,
+    param_groups=ParamGroups(no_decay=("relative_position_bias_table",)),  # Swin's exemption
 )

@@ -23,6 +23,7 @@ from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
+from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import remat
 from jaxbones.models._pretrained import timm_hub
@@ -402,6 +403,12 @@ _VARIANTS = [
 ]
 # pretrained configs that use ImageNet normalisation instead of Inception's
 _IMAGENET_NORM = {"vit_huge_patch14_gap_224"}
+# timm VisionTransformer.no_weight_decay; layer ids as MAE util/lr_decay.py
+PARAM_GROUPS = ParamGroups(
+    no_decay=("pos_embed", "cls_token"),
+    stacks=("blocks",),
+    layer_ids=transformer_layer_ids(embed=("cls_token", "pos_embed", "patch_embed")),
+)
 
 for _name, _size, _patch, _img, _extra in _VARIANTS:
     _dim, _depth, _heads = _SIZES[_size]
@@ -416,6 +423,7 @@ for _name, _size, _patch, _img, _extra in _VARIANTS:
         crop_pct=1.0 if _img == 384 else 0.9,
         reference=f"timm.models.vision_transformer.{_name}",
         min_size=_patch,
+        param_groups=PARAM_GROUPS,
     )
 
 __all__ = ["Block", "VisionTransformer", "transformer_stack"]

@@ -8,7 +8,8 @@
     restores; a corrupt or partial one is skipped with a warning. None if there is none.
   The state restores onto whatever shardings ``abstract_state`` carries (another device
   count works: orbax reshards).
-``load_params(path, target_params, model, prefix)``: params-only restore for fine-tuning.
+``load_params(path, target_params, model, prefix, head, may_stay_fresh)``: params-only
+  restore for fine-tuning; whatever stays at its initial value is allowed and named.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import warnings
 
 import jax
@@ -134,13 +136,28 @@ def _resolve(path: str) -> tuple[str, int | None]:
     return path, None
 
 
-def load_params(path, target_params, target_model: str, prefix=()):
-    """Params-only restore: copies every checkpoint parameter whose path and shape match.
+def _summary(paths, n: int = 8) -> str:
+    """'head (2), fc_norm (2)': parameter paths counted per top-level module."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.split("/")[0]] = counts.get(p.split("/")[0], 0) + 1
+    items = [f"{k} ({v})" for k, v in counts.items()]
+    return ", ".join(items[:n]) + (f", ... {len(items) - n} more" if len(items) > n else "")
 
-    Parameters missing from the checkpoint (a new head, fc_norm) keep their initial values;
-    checkpoint parameters the target lacks (an MAE decoder) are dropped. Fails, naming the
-    fix, when a shared parameter has another shape or when most of the target is missing
-    (a checkpoint of another model).
+
+def load_params(path, target_params, target_model: str, prefix=(), head=(), may_stay_fresh=()):
+    """Params-only restore for fine-tuning: every parameter of the model comes from the
+    checkpoint, except the ones allowed to keep their initial values, which are named.
+
+    Allowed to stay fresh: the ``head`` paths (the classifier, whose shape follows the number
+    of classes: copied when the checkpoint's has the same shape), the task's own parameters
+    outside ``prefix`` (a linear probe's head), and paths matching a ``may_stay_fresh`` regex
+    (``config.init_fresh``: MAE fine-tuning's new ``fc_norm``). Any other parameter missing
+    from the checkpoint or of another shape fails, naming them and the fix. Checkpoint
+    parameters the model lacks (an MAE decoder) are dropped.
+
+    Returns ``(params, report)``; report: copied, total, fresh (paths left at their initial
+    values), dropped (checkpoint parameters not used), step, model.
     """
     directory, step = _resolve(path)
     if not os.path.isdir(directory):
@@ -169,32 +186,53 @@ def load_params(path, target_params, target_model: str, prefix=()):
     src = traverse_util.flatten_dict(restored, sep="/")
     dst = traverse_util.flatten_dict(target_params, sep="/")
     pre = "/".join(prefix) + "/" if prefix else ""
-    new, copied, bad = dict(dst), 0, []
+    fresh_re = [re.compile(r) for r in may_stay_fresh]
+    head = set(head)
+    new, fresh, missing, bad, used = dict(dst), [], [], [], set()
     for k, v in dst.items():
-        sk = k[len(pre) :] if pre and k.startswith(pre) else None if pre else k
-        if sk is None or sk not in src:
+        if pre and not k.startswith(pre):
+            fresh.append(k)  # the task's own parameters (a probe's head)
             continue
-        if tuple(src[sk].shape) != tuple(v.shape):
+        sk = k[len(pre) :]
+        have = sk in src and tuple(src[sk].shape) == tuple(v.shape)
+        if have:
+            new[k] = np.asarray(src[sk], dtype=v.dtype)
+            used.add(sk)
+        elif k in head or any(r.search(k) for r in fresh_re):
+            fresh.append(k)
+        elif sk in src:
             bad.append(f"{k}: checkpoint {tuple(src[sk].shape)} vs model {tuple(v.shape)}")
-            continue
-        new[k] = np.asarray(src[sk], dtype=v.dtype)
-        copied += 1
-    n_target = sum(1 for k in dst if k.startswith(pre))
+        else:
+            missing.append(k)
     src_model = meta.get("model", "?")
-    if bad or copied < max(1, n_target // 2):
-        detail = "; ".join(bad[:5]) if bad else f"only {copied} of {n_target} parameters match"
+    if bad or missing:
+        detail = "; ".join(bad[:5]) if bad else f"it lacks {_summary(missing)}"
+        example = (missing[0] if missing else bad[0]).split("/")[0]
         raise ValueError(
             f"config.init_from={path!r} holds a {src_model!r} checkpoint that does not fit "
             f"model {target_model!r} ({detail}). Fine-tune the model it was trained with "
-            f"(--config.model=<the backbone of {src_model}>) or point init_from at a "
-            f"checkpoint of {target_model}"
+            f"(--config.model=<the backbone of {src_model}>), point init_from at a "
+            f"checkpoint of {target_model}, or, to train these parameters from their initial "
+            f"values, list them in config.init_fresh (regexes on parameter paths, e.g. "
+            f"--config.init_fresh='(\"^{example}/\",)')"
         )
+    dropped = len(src) - len(used)
     log.info(
-        "init_from %s step %d (%s): %d/%d params", directory, step, src_model, copied, len(dst)
+        "init_from %s step %d (%s): %d/%d params copied, left fresh: %s; %d checkpoint params "
+        "unused",
+        directory,
+        step,
+        src_model,
+        len(dst) - len(fresh),
+        len(dst),
+        _summary(fresh) or "none",
+        dropped,
     )
     return traverse_util.unflatten_dict(new, sep="/"), {
-        "copied": copied,
+        "copied": len(dst) - len(fresh),
         "total": len(dst),
+        "fresh": sorted(fresh),
+        "dropped": dropped,
         "step": step,
         "model": src_model,
     }

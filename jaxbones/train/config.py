@@ -12,7 +12,7 @@ Attributes of the config (the important ones):
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
   sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
   workdir, log_every, eval_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
-    init_from: the run.
+    init_from, init_fresh: the run.
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ import difflib
 import ml_collections
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
+from jaxbones.train.segmentation import IGNORE_INDEX
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every key ``jaxbones.train.run`` reads, with defaults (unlocked; recipes lock it)."""
+    """Every key ``jaxbones.train.run`` reads, with defaults.
+
+    Locked, so a misspelt key in a recipe (``c.num_step = 3``) raises ml_collections' error
+    with its "Did you mean" suggestion; ``model_kwargs`` and ``augment`` (``OPEN_GROUPS``)
+    stay open, their keys are validated by ``create_model`` and the data pipeline. A recipe
+    that needs a key of its own adds it inside ``with c.unlocked():``."""
     c = ml_collections.ConfigDict()
     c.model = "resnet18"
     c.model_kwargs = ml_collections.ConfigDict()
@@ -70,7 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.weight_decay = 0.05
     o.clip_norm = 0.0  # >0: global-norm clipping
-    o.layer_decay = 1.0  # <1: layer-wise lr decay (ViT / MAE / Swin parameter naming)
+    o.layer_decay = 1.0  # <1: layer-wise lr decay (families declaring layer ids: ViT, MAE, Swin)
     o.frozen = ()  # regexes on 'a/b/c' parameter paths that stay fixed
     o.trainable = ()  # if set: only these regexes train (new heads, linear probes)
     c.ema_decay = 0.0  # >0: exponential moving average of the parameters
@@ -79,6 +85,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.mixup_alpha = 0.0
     c.cutmix_alpha = 0.0
     c.mask_ratio = 0.75  # MAE
+    c.dice_weight = 0.0  # segmentation: loss = cross-entropy + dice_weight * soft Dice
+    c.ignore_index = IGNORE_INDEX  # segmentation: mask value that counts nowhere (void, borders)
     # Step.
     c.sharding = "data"  # data | fsdp
     c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated under fsdp
@@ -96,11 +104,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.best_metric = "accuracy"  # eval metric whose best checkpoint is also kept
     c.async_ckpt = True
     c.init_from = ""  # checkpoint dir/step for params-only restore (fine-tuning)
+    # regexes of parameter paths init_from may leave at their initial values (the classifier
+    # head always may); any other parameter the checkpoint lacks is an error
+    c.init_fresh = ()
     c.compile_cache = "~/.cache/jaxbones/xla"  # '' disables the persistent compilation cache
     c.plot = True
     c.progress = True
     c.debug_signal_at_step = -1  # testing preemption: signal self at this step
     c.debug_signal = "SIGKILL"
+    c.lock()
+    for group in OPEN_GROUPS:
+        c[group].unlock()
     return c
 
 

@@ -5,17 +5,19 @@ initialise the state directly into its shardings -> restore the newest checkpoin
 params-only ``init_from``) -> compile the step ahead of time (compile time, FLOPs for MFU)
 -> loop: assemble the global batch, step, log every ``log_every``, eval, checkpoint ->
 final eval, checkpoint, curves PNG. SIGTERM (preemption) saves a checkpoint at the current
-step and returns. Returns a dict of the final train/eval metrics.
+step and returns. Returns a ``RunResult`` (final metrics, state, model, history).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
 import os
 import signal
 import time
+from typing import Any
 
 import chex
 import jax
@@ -23,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxbones.registry import get_entry
 from jaxbones.train import checkpoint as ckpt_lib
 from jaxbones.train import inputs, optim, sharding
 from jaxbones.train.logger import MetricLogger, peak_flops, step_cost
-from jaxbones.train.step import create_state, make_eval_step, make_train_step
+from jaxbones.train.step import TrainState, create_state, make_eval_step, make_train_step
 from jaxbones.train.tasks import get_task
 
 log = logging.getLogger("jaxbones.train")
@@ -108,47 +111,117 @@ def evaluate(eval_fn, state, eval_iter, mesh, task):
     return task.finalize(sums) if sums is not None else {}
 
 
-def run(config, train_iter=None, eval_iter=None) -> dict:
-    """Trains ``config``; optional iterators replace the ones built from the config."""
-    setup_compile_cache(config.compile_cache)
-    main = jax.process_index() == 0
-    task = get_task(config.task)
-    sharding.check_batch_size(config.global_batch_size, config.accum_steps)
-    mesh = sharding.make_mesh()
+def head_paths(task, config, num_classes: int, channels: int, params) -> set[str]:
+    """Paths of the parameters whose shape follows the number of classes (the classifier
+    head), found by building the task's model once more with one class more."""
+    other = task.build_model(config, num_classes + 1, channels)
+    init = functools.partial(task.init, other, config, channels=channels)
+    shapes = optim.flat_shapes(jax.eval_shape(init, jax.random.PRNGKey(0))["params"])
+    return {p for p, s in optim.flat_shapes(params).items() if shapes.get(p) != s}
 
-    built_train, built_eval, info = (None, None, {})
+
+def build_optimizer(config, task, params, num_steps: int, steps_per_epoch: int):
+    """``(tx, schedule, groups)`` of ``config.optimizer`` for the task's ``params``, with the
+    weight-decay exemptions and layer ids the model's family declares in the registry."""
+    return optim.make_optimizer(
+        config.optimizer,
+        params,
+        num_steps,
+        steps_per_epoch,
+        config.global_batch_size,
+        groups_of=get_entry(config.model).param_groups,
+        prefix=task.params_prefix,
+    )
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What ``run`` returns.
+
+    Attributes:
+      metrics: the last logged train metrics (``train_*``), the final eval metrics
+        (``eval_*``) and ``step``; recipes may add their own (``zero_shot_accuracy``).
+      stopped: why the run ended early ('' when it ran to ``num_steps``).
+      state: the final ``TrainState``; model: the Linen module it trains; config: the run's.
+      history: every row written to ``metrics.jsonl`` (process 0).
+      eval_data: the eval iterable the run evaluated on (None without one), for pictures.
+      init_from: ``load_params``' report ({} without ``config.init_from``).
+      curves_png: the path of ``curves.png`` ('' when none was written).
+    """
+
+    metrics: dict
+    stopped: str
+    state: TrainState
+    model: Any
+    config: Any
+    history: list
+    eval_data: Any = None
+    init_from: dict = dataclasses.field(default_factory=dict)
+    curves_png: str = ""
+
+    def summary(self) -> dict:
+        """The JSON-able outcome ``launch.main`` prints on its ``final:`` line."""
+        out = {**self.metrics, "stopped": self.stopped}
+        if self.curves_png:
+            out["curves_png"] = self.curves_png
+        if self.init_from:
+            out["init_from"] = self.init_from
+        return out
+
+
+@dataclasses.dataclass
+class _Inputs:
+    train: Any
+    eval: Any
+    num_classes: int
+    channels: int
+    steps_per_epoch: int
+    num_steps: int
+
+
+def _inputs(config, train_iter, eval_iter) -> _Inputs:
+    """The iterators (``config``'s, unless given) and the step counts they imply."""
+    info = {}
     if train_iter is None:
         built_train, built_eval, info = inputs.make_iterators(config)
         train_iter, eval_iter = built_train, built_eval if eval_iter is None else eval_iter
     num_classes = config.num_classes if config.num_classes > 0 else info.get("num_classes", 0)
+    channels = int(info.get("image_shape", (0, 0, 3))[-1]) if info else 3
     steps_per_epoch, num_steps = _derive(config, info)
-    logger = MetricLogger(
-        config.workdir if main else "", num_steps, enabled=main, progress=config.progress
-    )
+    return _Inputs(train_iter, eval_iter, num_classes, channels, steps_per_epoch, num_steps)
+
+
+def _log_topology(logger, config, data: _Inputs) -> None:
     n_dev, n_proc = jax.device_count(), jax.process_count()
+    gbs = config.global_batch_size
     logger.info(
         f"topology: {n_proc} process(es), {n_dev} device(s) ({jax.devices()[0].device_kind}), "
-        f"{jax.local_device_count()} local; global batch {config.global_batch_size} = "
-        f"{config.global_batch_size // n_proc}/process = {config.global_batch_size // n_dev}"
-        f"/device, accum_steps {config.accum_steps}; {num_steps} steps "
-        f"({steps_per_epoch}/epoch), sharding {config.sharding}"
+        f"{jax.local_device_count()} local; global batch {gbs} = {gbs // n_proc}/process = "
+        f"{gbs // n_dev}/device, accum_steps {config.accum_steps}; {data.num_steps} steps "
+        f"({data.steps_per_epoch}/epoch), sharding {config.sharding}"
     )
 
-    # Model, optimiser and the state, initialised straight into its shardings.
-    channels = int(info.get("image_shape", (0, 0, 3))[-1]) if info else 3
-    model = task.build_model(config, num_classes, channels)
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
-    init_vars = functools.partial(task.init, model, config, channels=channels)
-    abstract_vars = jax.eval_shape(init_vars, init_rng)
-    tx, schedule, groups = optim.make_optimizer(
-        config.optimizer,
-        abstract_vars["params"],
-        num_steps,
-        steps_per_epoch,
-        config.global_batch_size,
+
+@dataclasses.dataclass
+class _Setup:
+    state: TrainState
+    shardings: Any  # of the state
+    abstract_state: Any
+    abstract_params: Any
+    tx: Any
+    schedule: Any
+
+
+def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
+    """The optimiser (its parameter-group table logged) and the state, initialised straight
+    into its shardings."""
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    init_vars = functools.partial(task.init, model, config, channels=data.channels)
+    abstract_params = jax.eval_shape(init_vars, init_rng)["params"]
+    tx, schedule, groups = build_optimizer(
+        config, task, abstract_params, data.num_steps, data.steps_per_epoch
     )
-    logger.info(optim.format_groups(groups, optim_peak(schedule, num_steps)))
+    logger.info(optim.format_groups(groups, optim_peak(schedule, data.num_steps)))
 
     def init_fn(r):
         return create_state(init_vars(r), tx, state_rng, config.ema_decay > 0)
@@ -156,150 +229,220 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
     abstract_state = jax.eval_shape(init_fn, init_rng)
     state_sh = sharding.state_shardings(abstract_state, mesh, config.sharding, config.fsdp_min_size)
     state = jax.jit(init_fn, out_shardings=state_sh)(init_rng)
+    return _Setup(state, state_sh, abstract_state, abstract_params, tx, schedule)
 
-    ckpt = None
-    start = 0
-    init_report = None
-    if config.workdir:
-        ckpt = ckpt_lib.Checkpointer(
-            config.workdir, config.keep_ckpts, config.best_metric, task.best_mode, config.async_ckpt
-        )
+
+def _restore_or_init_from(config, task, data: _Inputs, setup: _Setup, ckpt, logger):
+    """(state, start step, init_from report): the newest checkpoint of this run if there is
+    one (with the data iterator's position), else a params-only ``init_from``, else fresh."""
+    state = setup.state
+    if ckpt is not None:
         target = jax.tree_util.tree_map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            abstract_state,
-            state_sh,
+            setup.abstract_state,
+            setup.shardings,
         )
         restored = ckpt.restore_latest(target)
         if restored is not None:
             state, data_states, start = restored
-            if hasattr(train_iter, "set_state") and data_states:
-                train_iter.set_state(data_states[jax.process_index()])
+            if hasattr(data.train, "set_state") and data_states:
+                data.train.set_state(data_states[jax.process_index()])
             logger.info(f"resumed from {ckpt.dir} step {start}")
-    if start == 0 and config.init_from:
-        params, report = ckpt_lib.load_params(
-            config.init_from, jax.device_get(state.params), config.model, task.params_prefix
-        )
-        params = jax.device_put(params, state_sh.params)
-        state = state.replace(params=params)
-        if config.ema_decay > 0:
-            state = state.replace(ema_params=jax.tree_util.tree_map(jnp.copy, params))
-        logger.info(f"init_from {config.init_from}: {report}")
-        init_report = report
+            return state, start, {}
+    if not config.init_from:
+        return state, 0, {}
+    params, report = ckpt_lib.load_params(
+        config.init_from,
+        jax.device_get(state.params),
+        config.model,
+        task.params_prefix,
+        head=head_paths(task, config, data.num_classes, data.channels, setup.abstract_params),
+        may_stay_fresh=config.init_fresh,
+    )
+    params = jax.device_put(params, setup.shardings.params)
+    state = state.replace(params=params)
+    if config.ema_decay > 0:
+        state = state.replace(ema_params=jax.tree_util.tree_map(jnp.copy, params))
+    logger.info(f"init_from {config.init_from}: {report}")
+    return state, 0, report
 
-    # Compile ahead of time: one trace (asserted), compile time and FLOPs for MFU.
-    step_fn = make_train_step(task, model, tx, schedule, config, mesh)
+
+def _step_functions(config, task, model, setup: _Setup, mesh):
+    """The jitted, donated train step (asserted to trace once) and the jitted eval step."""
+    step_fn = make_train_step(task, model, setup.tx, setup.schedule, config, mesh)
     chex.clear_trace_counter()  # a fresh step function per run; it must trace exactly once
     step_fn = chex.assert_max_traces(step_fn, n=1)
     batch_sh = sharding.batch_sharding(mesh)
-    jitted = jax.jit(
-        step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(setup.shardings, batch_sh),
+        out_shardings=(setup.shardings, None),
+        donate_argnums=0,
     )
-    eval_fn = jax.jit(make_eval_step(task, model, config), in_shardings=(state_sh, batch_sh))
+    eval_step = jax.jit(
+        make_eval_step(task, model, config), in_shardings=(setup.shardings, batch_sh)
+    )
+    return train_step, eval_step
 
+
+def _compile(train_step, state, batch, logger, step):
+    """Compiles the train step ahead of time for the first batch: (compiled, FLOPs/step)."""
+    t0 = time.perf_counter()
+    compiled = train_step.lower(state, batch).compile()
+    seconds = time.perf_counter() - t0
+    flops = step_cost(compiled)
+    logger.info(
+        f"compiled train step in {seconds:.1f}s"
+        + (f", {flops / 1e9:.2f} GFLOPs/step" if flops else "")
+    )
+    logger.write(step, "compile", {"compile_seconds": seconds})
+    return compiled, flops
+
+
+class _Throughput:
+    """Images/s per device and MFU over the steps since the last measurement."""
+
+    def __init__(self, step: int, global_batch_size: int):
+        self.batch, self.devices = global_batch_size, jax.device_count()
+        self.peak = peak_flops(jax.devices()[0])
+        self.flops = None
+        self.reset(step)
+
+    def reset(self, step: int):
+        self.t, self.step = time.perf_counter(), step
+
+    def measure(self, step: int) -> dict:
+        dt = max(time.perf_counter() - self.t, 1e-9)
+        n = step - self.step
+        out = {"images_per_sec_per_device": n * self.batch / dt / self.devices}
+        if self.flops and self.peak:
+            # cost_analysis counts the whole (SPMD) step program per device
+            out["mfu"] = self.flops * n / dt / self.peak
+        self.reset(step)
+        return out
+
+
+def _save(ckpt, step, state, train_iter, config, metrics, force):
+    """Checkpoints ``state`` with every process's data-iterator position (a collective: all
+    processes call it at the same steps)."""
+    if ckpt is None:
+        return
+    data_states = _gather_data_states(
+        train_iter.get_state() if hasattr(train_iter, "get_state") else None
+    )
+    ckpt.save(step, state, data_states, config, metrics=metrics, force=force)
+
+
+def _evaluate_and_log(eval_step, state, data: _Inputs, mesh, task, logger, step, what):
+    metrics = evaluate(eval_step, state, data.eval, mesh, task)
+    if metrics:
+        logger.write(step, "eval", metrics)
+        logger.info(f"{what} step {step}: {metrics}")
+    return metrics
+
+
+def _train_steps(
+    config, task, state, start, data: _Inputs, mesh, train_step, eval_step, logger, ckpt
+):
+    """The step loop: assemble the global batch, step, log every ``log_every``, evaluate
+    every ``eval_every``, checkpoint every ``ckpt_every`` or on SIGTERM; at the end a final
+    eval and checkpoint. Returns (state, step, last train metrics, eval metrics, stopped)."""
+    num_steps = data.num_steps
     preempt = _Preemption(config.preemption_check_every)
-    it = iter(train_iter)
+    it = iter(data.train)
     compiled = None
-    flops = None
-    peak = peak_flops(jax.devices()[0])
-    last = {}
-    eval_metrics = {}
-    t_log, s_log = time.perf_counter(), start
-    stopped = None
-    first_local = None
+    throughput = _Throughput(start, config.global_batch_size)
+    last, eval_metrics, stopped = {}, {}, None
     logger.start(start)
     step = start
     try:
         while step < num_steps:
-            local = next(it)
-            if first_local is None:
-                first_local = local  # kept for pictures (e.g. MAE reconstructions)
-            batch = sharding.global_batch(local, mesh)
+            batch = sharding.global_batch(next(it), mesh)
             if compiled is None:
-                t0 = time.perf_counter()
-                compiled = jitted.lower(state, batch).compile()
-                compile_s = time.perf_counter() - t0
-                flops = step_cost(compiled)
-                logger.info(
-                    f"compiled train step in {compile_s:.1f}s"
-                    + (f", {flops / 1e9:.2f} GFLOPs/step" if flops else "")
-                )
-                logger.write(step, "compile", {"compile_seconds": compile_s})
+                compiled, throughput.flops = _compile(train_step, state, batch, logger, step)
+                throughput.reset(step)
             state, metrics = compiled(state, batch)
             step += 1
             if step == config.debug_signal_at_step:
                 os.kill(os.getpid(), getattr(signal, config.debug_signal))
             if step % config.log_every == 0 or step == num_steps:
-                m = jax.device_get(metrics)
-                dt = time.perf_counter() - t_log
-                ips = (step - s_log) * config.global_batch_size / max(dt, 1e-9) / n_dev
-                m = {k: float(v) for k, v in m.items()}
-                m["images_per_sec_per_device"] = ips
-                if flops and peak:
-                    # cost_analysis counts the whole (SPMD) step program per device
-                    m["mfu"] = flops * (step - s_log) / max(dt, 1e-9) / peak
-                t_log, s_log = time.perf_counter(), step
-                logger.write(step, "train", m)
-                logger.progress(step, m)
-                last = m
-                if m["bad_steps"] >= config.max_bad_steps:
-                    stopped = f"{int(m['bad_steps'])} non-finite steps (max_bad_steps)"
-            do_eval = config.eval_every > 0 and step % config.eval_every == 0
-            if do_eval and step < num_steps:
-                eval_metrics = evaluate(eval_fn, state, eval_iter, mesh, task)
-                logger.write(step, "eval", eval_metrics)
-                logger.info(f"eval step {step}: {eval_metrics}")
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                last.update(throughput.measure(step))
+                logger.write(step, "train", last)
+                logger.progress(step, last)
+                if last["bad_steps"] >= config.max_bad_steps:
+                    stopped = f"{int(last['bad_steps'])} non-finite steps (max_bad_steps)"
+            do_eval = config.eval_every > 0 and step % config.eval_every == 0 and step < num_steps
+            if do_eval:
+                eval_metrics = _evaluate_and_log(
+                    eval_step, state, data, mesh, task, logger, step, "eval"
+                )
             preempted = preempt.requested(step)
             do_ckpt = config.ckpt_every > 0 and step % config.ckpt_every == 0
-            if ckpt is not None and (do_ckpt or preempted) and step < num_steps:
-                data_states = _gather_data_states(
-                    train_iter.get_state() if hasattr(train_iter, "get_state") else None
-                )
-                ckpt.save(
-                    step,
-                    state,
-                    data_states,
-                    config,
-                    metrics=eval_metrics if do_eval else None,
-                    force=preempted,
-                )
+            if (do_ckpt or preempted) and step < num_steps:
+                metrics = eval_metrics if do_eval else None
+                _save(ckpt, step, state, data.train, config, metrics, force=preempted)
             if preempted:
                 stopped = "SIGTERM (preemption): checkpoint saved"
             if stopped:
                 break
         if stopped is None:
-            eval_metrics = evaluate(eval_fn, state, eval_iter, mesh, task)
-            if eval_metrics:
-                logger.write(step, "eval", eval_metrics)
-                logger.info(f"final eval step {step}: {eval_metrics}")
-            if ckpt is not None:
-                data_states = _gather_data_states(
-                    train_iter.get_state() if hasattr(train_iter, "get_state") else None
-                )
-                ckpt.save(
-                    step, state, data_states, config, metrics=eval_metrics or None, force=True
-                )
+            eval_metrics = _evaluate_and_log(
+                eval_step, state, data, mesh, task, logger, step, "final eval"
+            )
+            _save(ckpt, step, state, data.train, config, eval_metrics or None, force=True)
     finally:
         preempt.restore()
+    return state, step, last, eval_metrics, stopped
+
+
+def run(config, train_iter=None, eval_iter=None) -> RunResult:
+    """Trains ``config``; optional iterators replace the ones built from the config."""
+    setup_compile_cache(config.compile_cache)
+    task = get_task(config.task)
+    sharding.check_batch_size(config.global_batch_size, config.accum_steps)
+    mesh = sharding.make_mesh()
+    data = _inputs(config, train_iter, eval_iter)
+    main = jax.process_index() == 0
+    logger = MetricLogger(
+        config.workdir if main else "", data.num_steps, enabled=main, progress=config.progress
+    )
+    _log_topology(logger, config, data)
+    model = task.build_model(config, data.num_classes, data.channels)
+    setup = _init_state(config, task, model, data, mesh, logger)
+    ckpt = None
+    if config.workdir:
+        ckpt = ckpt_lib.Checkpointer(
+            config.workdir, config.keep_ckpts, config.best_metric, task.best_mode, config.async_ckpt
+        )
+    png = None
+    try:
+        state, start, init_report = _restore_or_init_from(config, task, data, setup, ckpt, logger)
+        train_step, eval_step = _step_functions(config, task, model, setup, mesh)
+        state, step, last, eval_metrics, stopped = _train_steps(
+            config, task, state, start, data, mesh, train_step, eval_step, logger, ckpt
+        )
+    finally:
         if ckpt is not None:
             ckpt.close()
         png = logger.plot() if config.plot else None
         logger.close()
     if stopped:
         logger.info(f"stopped at step {step}: {stopped}")
-    out = {f"train_{k}": v for k, v in last.items()}
-    out.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-    out["step"] = step
-    out["stopped"] = stopped or ""
-    if png:
-        out["curves_png"] = png
-    out["_state"] = state
-    out["_model"] = model
-    out["_config"] = config
-    out["_history"] = logger.history
-    if init_report:
-        out["init_from"] = init_report
-    out["_eval_batch"] = first_local
-    return out
+    metrics = {f"train_{k}": v for k, v in last.items()}
+    metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+    metrics["step"] = step
+    return RunResult(
+        metrics=metrics,
+        stopped=stopped or "",
+        state=state,
+        model=model,
+        config=config,
+        history=logger.history,
+        eval_data=data.eval,
+        init_from=init_report,
+        curves_png=png or "",
+    )
 
 
 def optim_peak(schedule, num_steps) -> float:

@@ -1,18 +1,20 @@
 """Optimiser recipes: schedules, weight-decay masks, layer-wise lr decay, frozen groups.
 
-``make_optimizer(config.optimizer, params, num_steps, global_batch_size)`` returns
-``(tx, schedule, groups)``: an optax transformation (SGD+Nesterov, AdamW, LARS or LAMB with
-global-norm clipping, a weight-decay mask, layer-wise lr scales and frozen groups through
-``optax.multi_transform`` + ``set_to_zero``), the learning-rate schedule (for logging) and a
-per-parameter table ``{path: ParamGroup}`` that ``format_groups`` prints.
+``make_optimizer(ocfg, params, num_steps, steps_per_epoch, global_batch_size, groups_of=None,
+prefix=())`` returns ``(tx, schedule, groups)``: an optax transformation (SGD+Nesterov,
+AdamW, LARS or LAMB with global-norm clipping, a weight-decay mask, layer-wise lr scales and
+frozen groups through ``optax.multi_transform`` + ``set_to_zero``), the learning-rate schedule
+(for logging) and a per-parameter table ``{path: ParamGroup}`` that ``format_groups`` prints.
 
-Rules (from MAE ``util/lr_decay.py``, SimMIM ``optimizer.py``, timm ``param_groups_weight_decay``):
-  * no weight decay on params with ndim <= 1 (biases, norm scales; for a scanned stack the
-    leading [depth] axis does not count) and on ``NO_DECAY_NAMES``;
-  * ViT/MAE layer ids: cls_token / pos_embed / patch_embed 0, ``blocks_i`` i+1, the rest
-    (norm, fc_norm, head) depth+1; scale = decay ** (depth + 1 - id);
-  * Swin: patch_embed 0, ``layers_s_blocks_b`` sum(depths[:s]) + b + 1,
-    ``layers_s_downsample`` sum(depths[:s+1]), the rest sum(depths) + 1.
+What a parameter is (exempt from weight decay, inside a scanned stack, which layer for
+layer-wise lr decay) is declared by its model family as a
+``jaxbones.layers.param_groups.ParamGroups`` in the registry entry (``groups_of``); ``prefix``
+says where the model's tree sits inside the task's parameters (a linear probe's
+``backbone``). Rules (MAE ``util/lr_decay.py``, timm ``param_groups_weight_decay``):
+  * no weight decay on params with ndim <= 1 (a scanned stack's leading [depth] axis does
+    not count) and on the family's ``no_decay`` names;
+  * lr scale = layer_decay ** (L - id) with the family's layer ids and L layers; parameters
+    outside the model's tree (a probe's head) count as layer L.
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-NO_DECAY_NAMES = frozenset(
-    {"pos_embed", "cls_token", "mask_token", "relative_position_bias_table", "decoder_pos_embed"}
-)
-# A path component naming an nn.scan stack of identical blocks (leading [depth] axis).
-_STACK = re.compile(r"^(blocks|decoder_blocks|layers_\d+_blocks)$")
+from jaxbones.layers.param_groups import ParamGroups
+
+_NO_FACTS = ParamGroups()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,101 +53,49 @@ def _paths(params) -> dict[str, np.ndarray]:
     return dict(flat)
 
 
-def _stacked(path: str) -> bool:
-    return any(_STACK.match(p) for p in path.split("/")[:-1])
+def flat_shapes(params) -> dict[str, tuple]:
+    """``{'a/b/c': shape}`` of a parameter tree (arrays or ShapeDtypeStructs)."""
+    return {p: tuple(x.shape) for p, x in _paths(params).items()}
 
 
-def decay_mask(params):
+def decay_mask(params, groups_of: ParamGroups | None = None):
     """True where weight decay applies (same tree structure as ``params``)."""
-
-    def rule(path, x):
-        names = [getattr(k, "key", str(k)) for k in path]
-        ndim = x.ndim - (1 if any(_STACK.match(n) for n in names[:-1]) else 0)
-        return ndim > 1 and not any(n in NO_DECAY_NAMES for n in names)
-
-    return jax.tree_util.tree_map_with_path(rule, params)
+    facts = groups_of or _NO_FACTS
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: facts.decays(_pathstr(path), tuple(x.shape)), params
+    )
 
 
-def _family(top: list[str]) -> str | None:
-    if any(re.match(r"^layers_\d+", k) for k in top):
-        return "swin"
-    if any(re.match(r"^blocks(_\d+)?$", k) for k in top):
-        return "vit"
-    return None
-
-
-def layer_scales(params, decay: float):
-    """Per-parameter lr scale (float, or an array over a scanned stack's leading axis)."""
+def layer_scales(params, decay: float, groups_of: ParamGroups | None = None, prefix=()):
+    """Per-parameter lr scale (float, or a tuple over a scanned stack's leading axis)."""
     flat = _paths(params)
-    top = sorted({p.split("/")[0] for p in flat})
-    fam = _family(top)
     if decay == 1.0:
         return {p: 1.0 for p in flat}
-    if fam is None:
+    if groups_of is None or groups_of.layer_ids is None:
+        top = sorted({p.split("/")[0] for p in flat})
         raise ValueError(
-            f"layer_decay={decay} needs ViT/MAE/Swin parameter names (blocks_i or layers_s_blocks_b)"
-            f"; this model has top-level modules {top[:8]}...; set config.optimizer.layer_decay=1.0"
+            f"layer_decay={decay} needs the model family's layer ids (ParamGroups.layer_ids in "
+            f"its register_model call; ViT, MAE and Swin declare them); this model (top-level "
+            f"modules {top[:8]}) has none: set config.optimizer.layer_decay=1.0"
         )
+    pre = "/".join(prefix) + "/" if prefix else ""
+    own = {p[len(pre) :]: tuple(x.shape) for p, x in flat.items() if p.startswith(pre)}
+    ids, num_layers = groups_of.layer_ids(own)
     out = {}
-    if fam == "vit":
-        depth = 0
-        for p, x in flat.items():
-            m = re.match(r"^blocks_(\d+)/", p)
-            if m:
-                depth = max(depth, int(m.group(1)) + 1)
-            elif p.startswith("blocks/"):
-                depth = max(depth, x.shape[0])
-        n = depth + 1
-        for p, x in flat.items():
-            head = p.split("/")[0]
-            if head.startswith("decoder_"):
-                lid = n  # MAE decoder (pretraining has no layer decay; keep full lr)
-            elif head in ("cls_token", "pos_embed", "patch_embed", "dist_token", "reg_token"):
-                lid = 0
-            elif re.match(r"^blocks_\d+$", head):
-                lid = int(head.split("_")[1]) + 1
-            elif head == "blocks":  # scanned: one scale per layer along the leading axis
-                out[p] = tuple(float(decay ** (n - (i + 1))) for i in range(x.shape[0]))
-                continue
-            else:
-                lid = n
-            out[p] = float(decay ** (n - lid))
-        return out
-    # Swin
-    depths: dict[int, int] = {}
-    for p, x in flat.items():
-        m = re.match(r"^layers_(\d+)_blocks_(\d+)/", p)
-        if m:
-            s, b = int(m.group(1)), int(m.group(2))
-            depths[s] = max(depths.get(s, 0), b + 1)
-        m = re.match(r"^layers_(\d+)_blocks/", p)
-        if m:
-            depths[int(m.group(1))] = x.shape[0]
-    starts = np.cumsum([0] + [depths[s] for s in sorted(depths)])
-    total = int(starts[-1])
-    for p, x in flat.items():
-        head = p.split("/")[0]
-        if head == "patch_embed" or head in NO_DECAY_NAMES:
-            lid = 0
-        elif m := re.match(r"^layers_(\d+)_blocks_(\d+)$", head):
-            lid = int(starts[int(m.group(1))]) + int(m.group(2)) + 1
-        elif m := re.match(r"^layers_(\d+)_blocks$", head):
-            s0 = int(starts[int(m.group(1))])
-            out[p] = tuple(float(decay ** (total + 1 - (s0 + b + 1))) for b in range(x.shape[0]))
-            continue
-        elif m := re.match(r"^layers_(\d+)_downsample$", head):
-            lid = int(starts[int(m.group(1)) + 1])
+    for p in flat:
+        lid = ids[p[len(pre) :]] if p.startswith(pre) else num_layers
+        if isinstance(lid, tuple):
+            out[p] = tuple(float(decay ** (num_layers - i)) for i in lid)
         else:
-            lid = total + 1
-        out[p] = float(decay ** (total + 1 - lid))
+            out[p] = float(decay ** (num_layers - lid))
     return out
 
 
-def param_groups(params, ocfg) -> dict[str, ParamGroup]:
+def param_groups(params, ocfg, groups_of=None, prefix=()) -> dict[str, ParamGroup]:
     """The table of what happens to every parameter (see ``ParamGroup``)."""
     flat = _paths(params)
-    mask = _paths(decay_mask(params))
-    scales = layer_scales(params, float(ocfg.layer_decay))
+    mask = _paths(decay_mask(params, groups_of))
+    scales = layer_scales(params, float(ocfg.layer_decay), groups_of, prefix)
     frozen_re = [re.compile(r) for r in ocfg.frozen]
     train_re = [re.compile(r) for r in ocfg.trainable]
     groups = {}
@@ -246,13 +194,24 @@ def _base(ocfg, schedule, mask):
     raise ValueError(f"unknown optimizer {name!r}; use sgd, adamw, lars or lamb")
 
 
-def make_optimizer(ocfg, params, num_steps: int, steps_per_epoch: int, global_batch_size: int):
+def make_optimizer(
+    ocfg,
+    params,
+    num_steps: int,
+    steps_per_epoch: int,
+    global_batch_size: int,
+    groups_of: ParamGroups | None = None,
+    prefix: tuple[str, ...] = (),
+):
     """Returns ``(tx, schedule, groups)``; see the module docstring."""
-    groups = param_groups(params, ocfg)
+    groups = param_groups(params, ocfg, groups_of, prefix)
     schedule = make_schedule(ocfg, num_steps, steps_per_epoch, global_batch_size)
     unflat = lambda d: traverse_util.unflatten_dict(d, sep="/")
-    # Masks as callables of the (possibly partial, under multi_transform) parameter tree.
-    mask = decay_mask
+
+    # The mask as a callable of the (possibly partial, under multi_transform) parameter tree,
+    # read from the table by path.
+    def mask(tree):
+        return jax.tree_util.tree_map_with_path(lambda p, _: groups[_pathstr(p)].decay, tree)
 
     def scale_array(g):
         s = np.asarray(g.lr_scale, np.float32)

@@ -10,8 +10,9 @@ from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean
 confusion matrix).
 
 A task's methods:
-  build_model(config, num_classes): the Linen module.
-  dummy_batch(config): a one-example batch for initialisation.
+  build_model(config, num_classes, channels): the Linen module.
+  init(model, config, rng, channels): the model's variables, from one zero image of the
+    training size (plus the model's own extra init arguments, ``registry.init_kwargs``).
   loss(model, variables, batch, rng, config): (loss f32, metrics dict, new batch_stats).
   eval_sums(model, variables, batch, config): dict of per-batch sums, with 'count'.
   finalize(sums): eval metrics from the accumulated sums.
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbones.registry import create_model, model_fields
+from jaxbones.registry import create_model, init_kwargs, model_fields
 
 TASKS: dict[str, Task] = {}
 
@@ -83,13 +84,11 @@ class Task:
         )
         return create_model(config.model, **kw)
 
-    def dummy_batch(self, config, channels=3):
-        s = config.image_size
-        return {"image": np.zeros((1, s, s, channels), np.float32)}
-
     def init(self, model, config, rng, channels=3):
-        x = self.dummy_batch(config, channels)["image"]
-        return model.init(_rngs(rng) | {"params": rng}, x)
+        # the training image size, not the registry's default: a ViT's position embedding
+        # follows img_size, and a probe's backbone is built at the training size too
+        x = jnp.zeros((1, config.image_size, config.image_size, channels), jnp.float32)
+        return model.init(_rngs(rng) | {"params": rng}, x, **init_kwargs(model))
 
     def loss(self, model, variables, batch, rng, config):
         raise NotImplementedError
@@ -157,11 +156,6 @@ class Classification(Task):
             "top5": jnp.sum(top5 * valid),
             "count": jnp.sum(valid),
         }
-
-    def dummy_batch(self, config, channels=3):
-        b = super().dummy_batch(config, channels)
-        b["label"] = np.zeros((1,), np.int32)
-        return b
 
 
 class LinearProbe(nn.Module):
@@ -238,12 +232,6 @@ def _seg_lib():
     return segmentation
 
 
-def _seg_option(config, key, default):
-    """Segmentation keys are optional in a config (recipes add them): ``dice_weight``,
-    ``ignore_index``."""
-    return config.get(key, default) if hasattr(config, "get") else default
-
-
 class Segmentation(Task):
     """Per-pixel classification: ``batch = {"image" [B, H, W, C], "mask" int [B, H, W]}``.
 
@@ -258,12 +246,6 @@ class Segmentation(Task):
 
     name = "segmentation"
 
-    def dummy_batch(self, config, channels=3):
-        b = super().dummy_batch(config, channels)
-        s = config.image_size
-        b["mask"] = np.zeros((1, s, s), np.int32)
-        return b
-
     @staticmethod
     def seg_logits(out):
         """The segmentation logits of a model output: the first head of a deep-supervision
@@ -277,12 +259,12 @@ class Segmentation(Task):
     def loss(self, model, variables, batch, rng, config):
         seg = _seg_lib()
         out, bs = _apply(model, variables, batch["image"], True, rng)
-        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        ignore = config.ignore_index
         loss = seg.segmentation_loss(
             out,
             batch["mask"],
             ignore_index=ignore,
-            dice_weight=_seg_option(config, "dice_weight", 0.0),
+            dice_weight=config.dice_weight,
             label_smoothing=config.label_smoothing,
         )
         mask = batch["mask"]
@@ -297,7 +279,7 @@ class Segmentation(Task):
         out, _ = _apply(model, variables, batch["image"], False, None)
         logits = self.seg_logits(out)
         k = logits.shape[-1]
-        ignore = _seg_option(config, "ignore_index", seg.IGNORE_INDEX)
+        ignore = config.ignore_index
         # padding examples (valid=False) count nowhere: their pixels become ignored
         valid = _valid(batch, logits.shape[0])[:, None, None] > 0
         mask = jnp.where(valid, batch["mask"], ignore)
@@ -333,15 +315,6 @@ class CLIPTask(Task):
     def build_model(self, config, num_classes, channels=3):
         kw = model_kwargs(config, in_chans=channels, img_size=config.image_size)
         return create_model(config.model, **kw)
-
-    def dummy_batch(self, config, channels=3):
-        b = super().dummy_batch(config, channels)
-        b["text"] = np.zeros((1, create_model(config.model).context_length), np.int32)
-        return b
-
-    def init(self, model, config, rng, channels=3):
-        b = self.dummy_batch(config, channels)
-        return model.init(_rngs(rng) | {"params": rng}, b["image"], b["text"])
 
     def loss(self, model, variables, batch, rng, config):
         from jaxbones.train.contrastive import clip_loss
