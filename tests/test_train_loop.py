@@ -1,6 +1,7 @@
 """End-to-end runs of ``python -m jaxbones.launch`` in subprocesses (a tiny ResNet on the
 in-memory 'synthetic' dataset): bit-identical determinism, exact resume after SIGTERM and
-SIGKILL at random steps, restore onto another device count, a two-process gloo run, and
+SIGKILL at random steps, restore onto another device count, the digits pipeline on 1 and 2
+gloo processes (and resumed across them), and
 the error messages for bad keys / another model's checkpoint."""
 
 import json
@@ -131,26 +132,79 @@ def test_restore_onto_another_device_count(reference, tmp_path):
     np.testing.assert_allclose(_curve(wd), reference["curve"][4:], rtol=2e-4)
 
 
-def test_two_processes_match_one_process(reference, tmp_path):
+def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    wd = str(tmp_path / "two")
+        return s.getsockname()[1]
+
+
+def _launch_processes(workdir, n, *extra, devices, cache=None):
+    """``n`` local processes (gloo collectives) of one run; returns their outputs."""
+    port = _free_port()
     procs = [
         _launch(
-            wd,
+            workdir,
             f"--coordinator=localhost:{port}",
-            "--num_processes=2",
+            f"--num_processes={n}",
             f"--process_id={i}",
-            devices=4,
+            *extra,
+            devices=devices,
+            cache=cache,
             wait=False,
         )
-        for i in range(2)
+        for i in range(n)
     ]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert '"process_count": 2' in outs[0] and '"devices": 8' in outs[0]
-    np.testing.assert_allclose(_curve(wd), reference["curve"], rtol=1e-5)
+    return outs
+
+
+def _truncate(src, dst, keep_step):
+    """A copy of run ``src`` as if it had been stopped right after checkpoint ``keep_step``."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for name in os.listdir(os.path.join(dst, "checkpoints")):
+        if name.isdigit() and int(name) > keep_step:
+            shutil.rmtree(os.path.join(dst, "checkpoints", name))
+    os.remove(os.path.join(dst, "metrics.jsonl"))
+
+
+def test_digits_stream_is_topology_free_and_resumes_on_another_process_count(tmp_path):
+    """The grain digits pipeline: 1 process x 2 devices and 2 processes x 1 device train on
+    the same global batches, and each run's step-3 checkpoint resumes on the other topology
+    with the uninterrupted run's losses (a resumed run reuses the other topology's compiled
+    programs from the shared compilation cache)."""
+    from jaxbones import data
+
+    data_dir = str(tmp_path / "tfds")
+    data.ensure_local_dataset("digits", data_dir)
+    digits = [
+        "--config.dataset=digits",
+        f"--config.data_dir={data_dir}",
+        "--config.num_steps=6",
+        "--config.ckpt_every=3",
+        "--config.keep_ckpts=4",
+    ]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    cache = str(tmp_path / "xla_cache")
+    rc, out = _launch(one, *digits, devices=2, cache=cache)
+    assert rc == 0, out
+    outs = _launch_processes(two, 2, *digits, devices=1, cache=cache)
+    assert '"process_count": 2' in outs[0]
+    ref = _curve(one)
+    assert len(ref) == 6
+    np.testing.assert_allclose(_curve(two), ref, rtol=1e-5)
+
+    _truncate(two, str(tmp_path / "two_to_one"), 3)
+    rc, out = _launch(str(tmp_path / "two_to_one"), *digits, devices=2, cache=cache)
+    assert rc == 0 and "step 3" in out, out
+    np.testing.assert_allclose(_curve(str(tmp_path / "two_to_one")), ref[3:], rtol=1e-5)
+
+    _truncate(one, str(tmp_path / "one_to_two"), 3)
+    outs = _launch_processes(str(tmp_path / "one_to_two"), 2, *digits, devices=1, cache=cache)
+    assert "step 3" in outs[0], outs[0]
+    np.testing.assert_allclose(_curve(str(tmp_path / "one_to_two")), ref[3:], rtol=1e-5)
 
 
 def test_bad_config_key_fails_with_suggestion(tmp_path):

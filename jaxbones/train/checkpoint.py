@@ -1,10 +1,11 @@
 """Orbax checkpoints: train state + data-iterator state + config, async, last-N plus best.
 
 ``Checkpointer(workdir, keep, best_metric, best_mode, async_)``:
-  save(step, state, data_states, config, metrics=None): ``data_states`` is the list of every
-    process's iterator state (gathered by the caller; JSON-able) saved by orbax next to the
-    state; the config is saved as JSON with the model name, for params-only restores.
-  restore_latest(abstract_state): (state, data_states, step) from the newest checkpoint that
+  save(step, state, data_state, config, metrics=None): ``data_state`` is the data stream's
+    position (a JSON-able dict, the same on every process: see ``jaxbones.data.stream``) saved
+    by orbax next to the state; the config is saved as JSON with the model name, for
+    params-only restores.
+  restore_latest(abstract_state): (state, data_state, step) from the newest checkpoint that
     restores; a corrupt or partial one is skipped with a warning. None if there is none.
   The state restores onto whatever shardings ``abstract_state`` carries (another device
   count works: orbax reshards).
@@ -14,7 +15,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -26,21 +26,6 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 log = logging.getLogger("jaxbones.train")
-
-
-def encode_data_state(state):
-    """Iterator state -> JSON-able (grain returns bytes)."""
-    if state is None:
-        return None
-    if isinstance(state, bytes):
-        return {"bytes": base64.b64encode(state).decode()}
-    return {"json": state}
-
-
-def decode_data_state(obj):
-    if obj is None:
-        return None
-    return base64.b64decode(obj["bytes"]) if "bytes" in obj else obj["json"]
 
 
 def _as_dict(state) -> dict:
@@ -77,7 +62,7 @@ class Checkpointer:
         )
         self.mngr = ocp.CheckpointManager(self.dir, options=options)
 
-    def save(self, step, state, data_states, config, metrics=None, force=False):
+    def save(self, step, state, data_state, config, metrics=None, force=False):
         meta = {"model": config.model, "task": config.task, "config": config.to_json()}
         if metrics is not None and self.best_metric not in metrics:
             metrics = None
@@ -85,7 +70,7 @@ class Checkpointer:
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(_as_dict(state)),
-                data=ocp.args.JsonSave({"states": [encode_data_state(s) for s in data_states]}),
+                data=ocp.args.JsonSave({"stream": data_state}),
                 meta=ocp.args.JsonSave(meta),
             ),
             metrics=metrics,
@@ -100,7 +85,7 @@ class Checkpointer:
         self.mngr.close()
 
     def restore_latest(self, abstract_state):
-        """Newest restorable (state, data_states, step); skips corrupt steps; None if none."""
+        """Newest restorable (state, data_state, step); skips corrupt steps; None if none."""
         self.mngr.reload()
         for step in sorted(self.mngr.all_steps(), reverse=True):
             try:
@@ -120,8 +105,13 @@ class Checkpointer:
                 continue
             d = out["state"]
             state = abstract_state.replace(**d)
-            data_states = [decode_data_state(s) for s in out["data"]["states"]]
-            return state, data_states, step
+            if "stream" not in out["data"]:
+                raise ValueError(
+                    f"{self.dir} step {step} holds per-process data iterator states of an "
+                    "earlier jaxbones; its data position cannot be resumed. Start a new workdir "
+                    f"with --config.init_from={self.dir}/{step} to keep the parameters."
+                )
+            return state, out["data"]["stream"], step
         return None
 
 

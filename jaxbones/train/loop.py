@@ -41,25 +41,6 @@ def setup_compile_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _gather_data_states(state) -> list:
-    """Every process's iterator state, on every process (JSON bytes via an all-gather)."""
-    enc = ckpt_lib.encode_data_state(state)
-    if jax.process_count() == 1:
-        return [state]
-    import json
-
-    raw = np.frombuffer(json.dumps(enc).encode(), np.uint8)
-    lens = multihost_utils.process_allgather(np.array([raw.size], np.int32))
-    buf = np.zeros(int(np.max(lens)), np.uint8)
-    buf[: raw.size] = raw
-    allb = multihost_utils.process_allgather(buf)
-    out = []
-    for i in range(jax.process_count()):
-        obj = json.loads(bytes(allb[i][: int(lens[i][0])]).decode())
-        out.append(ckpt_lib.decode_data_state(obj))
-    return out
-
-
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks after each step.
 
@@ -244,9 +225,9 @@ def _restore_or_init_from(config, task, data: _Inputs, setup: _Setup, ckpt, logg
         )
         restored = ckpt.restore_latest(target)
         if restored is not None:
-            state, data_states, start = restored
-            if hasattr(data.train, "set_state") and data_states:
-                data.train.set_state(data_states[jax.process_index()])
+            state, data_state, start = restored
+            if hasattr(data.train, "set_state") and data_state is not None:
+                data.train.set_state(data_state)
             logger.info(f"resumed from {ckpt.dir} step {start}")
             return state, start, {}
     if not config.init_from:
@@ -323,14 +304,13 @@ class _Throughput:
 
 
 def _save(ckpt, step, state, train_iter, config, metrics, force):
-    """Checkpoints ``state`` with every process's data-iterator position (a collective: all
-    processes call it at the same steps)."""
+    """Checkpoints ``state`` with the data stream's position (a collective: all processes
+    call it at the same steps). The position is global, the same on every process, so the
+    checkpoint resumes on any number of processes."""
     if ckpt is None:
         return
-    data_states = _gather_data_states(
-        train_iter.get_state() if hasattr(train_iter, "get_state") else None
-    )
-    ckpt.save(step, state, data_states, config, metrics=metrics, force=force)
+    data_state = train_iter.get_state() if hasattr(train_iter, "get_state") else None
+    ckpt.save(step, state, data_state, config, metrics=metrics, force=force)
 
 
 def _evaluate_and_log(eval_step, state, data: _Inputs, mesh, task, logger, step, what):
