@@ -311,3 +311,15 @@ def test_multiprocess_preemption_check_gathers_only_every_n_steps(monkeypatch):
         assert calls[-1] == 1
     finally:
         p.restore()
+
+
+def test_peak_flops_by_device_kind_and_dtype():
+    from jaxbones.train.logger import peak_flops
+
+    assert peak_flops("TPU v5 lite", "bfloat16") == 197e12  # v5e: not v5p's 459
+    assert peak_flops("TPU v5", "bfloat16") == 459e12  # v5p reports plain "TPU v5"
+    assert peak_flops("TPU v4", "float32") is None  # no published f32 peak: no f32 MFU
+    assert peak_flops("NVIDIA H100 80GB HBM3", "float32") == 67e12
+    assert peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB", "float16") == 312e12
+    assert peak_flops("cpu", "bfloat16") is None

@@ -302,9 +302,9 @@ def _compile(train_step, state, batch, logger, step):
 class _Throughput:
     """Images/s per device and MFU over the steps since the last measurement."""
 
-    def __init__(self, step: int, global_batch_size: int):
+    def __init__(self, step: int, global_batch_size: int, dtype: str):
         self.batch, self.devices = global_batch_size, jax.device_count()
-        self.peak = peak_flops(jax.devices()[0])
+        self.peak = peak_flops(jax.devices()[0].device_kind, dtype)
         self.flops = None
         self.reset(step)
 
@@ -351,7 +351,7 @@ def _train_steps(
     preempt = _Preemption(config.preemption_check_every)
     it = iter(data.train)
     compiled = None
-    throughput = _Throughput(start, config.global_batch_size)
+    throughput = _Throughput(start, config.global_batch_size, config.dtype)
     last, eval_metrics, stopped = {}, {}, None
     logger.start(start)
     step = start
