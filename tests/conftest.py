@@ -10,10 +10,3 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")
-
-try:  # keep torch from fighting XLA for the two CI cores
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-except ImportError:  # pragma: no cover
-    pass
