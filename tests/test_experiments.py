@@ -118,7 +118,8 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
     from jaxbones.launch import main
 
     pre = str(tmp_path / "pre")
-    out = mae_pretrain.main(
+    out = main(
+        mae_pretrain.get_config,
         [
             *TINY,
             *TINY_VIT,
@@ -129,7 +130,7 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
             "--config.model_kwargs.decoder_depth=1",
             "--config.model_kwargs.decoder_num_heads=2",
             "--config.model_kwargs.norm_pix_loss=false",
-        ]
+        ],
     )
     rows = [r for r in out.history if r["split"] == "train"]
     first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])

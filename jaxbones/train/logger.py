@@ -4,7 +4,7 @@ throughput (images/s per device), compile time, MFU, and a PNG of the curves at 
 ``MetricLogger(workdir, total_steps, enabled)``:
   write(step, split, metrics): one JSON line in ``metrics.jsonl`` + TensorBoard scalars.
   progress(step, metrics): a one-line bar ``[####....] step/total  loss ... ETA``.
-  plot(): ``curves.png`` with loss (and accuracy) per split.
+  plot(): ``curves.png``, every logged metric (train loss, lr, each evaluator's) per split.
 ``peak_flops(device_kind, dtype)``: dense peak per device and compute dtype (vendor data
   sheets; the one table ``scripts/benchmark.py`` uses too) or None (CPU).
 ``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
@@ -66,6 +66,23 @@ def step_cost(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
+# logged per row but not worth a panel
+_NOT_PLOTTED = ("step", "split", "images_per_sec_per_device", "mfu", "bad_steps", "grad_norm")
+
+
+def plotted_series(history: list[dict]) -> dict[str, list[str]]:
+    """{metric: [splits that log it]} for ``curves.png``, in the order first logged; the
+    'compile' row is not a curve."""
+    out: dict[str, list[str]] = {}
+    for row in history:
+        if row["split"] == "compile":
+            continue
+        for key in row:
+            if key not in _NOT_PLOTTED and row["split"] not in out.setdefault(key, []):
+                out[key].append(row["split"])
+    return out
+
+
 class MetricLogger:
     def __init__(self, workdir: str, total_steps: int, enabled: bool = True, progress: bool = True):
         self.enabled = enabled and bool(workdir)
@@ -125,6 +142,8 @@ class MetricLogger:
         sys.stdout.flush()
 
     def plot(self) -> str | None:
+        """``curves.png``: one panel per metric (every evaluator's, the train loss and the
+        learning rate), one line per split that logs it."""
         if not self.enabled or not self.history:
             return None
         import matplotlib
@@ -132,16 +151,19 @@ class MetricLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = [k for k in ("loss", "accuracy") if any(k in r for r in self.history)]
-        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=True):
-            for split in ("train", "eval"):
+        series = plotted_series(self.history)
+        cols = min(len(series), 4)
+        rows = math.ceil(len(series) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+        for ax in axes.flat[len(series) :]:
+            ax.axis("off")
+        for ax, (key, splits) in zip(axes.flat, series.items(), strict=False):
+            for split in splits:
                 pts = [
                     (r["step"], r[key]) for r in self.history if r["split"] == split and key in r
                 ]
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, marker="." if split == "eval" else None, label=split)
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker=None if split == "train" else ".", label=split)
             ax.set_xlabel("step")
             ax.set_title(key)
             ax.legend()
