@@ -6,7 +6,8 @@ start from it and change what they need); ``apply_overrides(config, argv)`` appl
 
 Attributes of the config (the important ones):
   model, model_kwargs: registry name and ``create_model`` overrides.
-  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' (see ``jaxbones.train.tasks``).
+  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' | 'clip'
+    (see ``jaxbones.train.tasks``).
   dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.

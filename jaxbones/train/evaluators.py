@@ -98,10 +98,9 @@ class Evaluator:
 @register_evaluator("metrics")
 class Metrics(Evaluator):
     def run(self, state, step):
-        if self.ctx.data(self.split) is None:
-            return {}
+        data = self.ctx.data(self.split)  # a run without eval data has no metrics to report
         sums = None
-        for batch in self.batches():
+        for batch in data or ():
             out = jax.device_get(
                 self.ctx.eval_step(state, sharding.global_batch(batch, self.ctx.mesh))
             )
