@@ -23,7 +23,7 @@ def imagenet_config(model: str, *, epochs: float, workdir: str):
     c.num_epochs = epochs
     c.dtype = "bfloat16"
     c.log_every = 100
-    c.eval_every = 5000
+    c.evals.eval.every = 5000
     c.ckpt_every = 2000
     c.workdir = workdir
     return c

@@ -36,7 +36,7 @@ def get_config():
     c.optimizer.momentum = 0.9
     c.optimizer.warmup_epochs = 10.0
     c.log_every = 100
-    c.eval_every = 2000
+    c.evals.eval.every = 2000
     c.ckpt_every = 2000
     c.workdir = "/tmp/jaxbones_mae_linprobe"
     return c

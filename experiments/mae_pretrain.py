@@ -8,16 +8,15 @@ Hardware:  a TPU v4-64 or 32x H100 for the paper's batch 4096 (bf16); fewer devi
 Time:      ~1 day per 400 epochs on 64 TPU v4 chips; the paper trains 800 (1600) epochs.
 Result:    fine-tuned ViT-B 83.6% top-1 after 1600 epochs (paper Table 3); the pretraining
            loss itself has no reference number. Writes ``reconstruction.png`` (original |
-           masked | reconstruction | pasted) into the workdir at the end.
+           masked | reconstruction | pasted, of evaluation images) into the workdir at the
+           end (the 'reconstruction' evaluator).
 Tiny (tests): --config.model_kwargs.embed_dim=32 --config.model_kwargs.depth=2 ... (see
            tests/test_experiments.py) --config.image_size=32 --config.dataset=digits
 """
 
-import os
+import ml_collections
 
-import jax
-
-from jaxbones.launch import main as launch_main
+from jaxbones.launch import main
 from jaxbones.train.config import default_config
 
 
@@ -43,30 +42,13 @@ def get_config():
     c.optimizer.weight_decay = 0.05
     c.optimizer.warmup_epochs = 40.0
     c.best_metric = "loss"
+    # reconstructions of evaluation images (jaxbones.train.evaluators) at the end
+    c.evals.reconstruction = ml_collections.ConfigDict({"type": "mae_reconstruction"})
     c.log_every = 100
     c.ckpt_every = 2000
     c.workdir = "/tmp/jaxbones_mae_pretrain"
     return c
 
 
-def main(argv=None):
-    result = launch_main(get_config, argv)
-    config = result.config
-    if jax.process_index() == 0 and config.workdir and result.eval_data is not None:
-        from jaxbones.train.visualize import save_mae_reconstruction
-
-        path = save_mae_reconstruction(
-            result.model,
-            jax.device_get(result.state.variables()),
-            next(iter(result.eval_data))["image"],  # evaluation images, not augmented ones
-            os.path.join(os.path.expanduser(config.workdir), "reconstruction.png"),
-            config.mean,
-            config.std,
-        )
-        print(f"reconstruction: {path}", flush=True)
-        result.metrics["reconstruction_png"] = path
-    return result
-
-
 if __name__ == "__main__":
-    main()
+    main(get_config)

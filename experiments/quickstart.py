@@ -33,7 +33,7 @@ def get_config():
     c.optimizer.warmup_epochs = 1.0
     c.label_smoothing = 0.1
     c.log_every = 10
-    c.eval_every = 50
+    c.evals.eval.every = 50
     c.workdir = "/tmp/jaxbones_quickstart"
     c.best_metric = "accuracy"
     return c

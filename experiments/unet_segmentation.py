@@ -17,8 +17,9 @@ Time:      digits_seg at the defaults (300 steps): 6 min wall, 3 min of CPU time
 Result:    digits_seg at the defaults: test mean IoU 0.975 over the 11 classes (background
            + 10 digits), pixel accuracy 0.991 (measured). tests/test_unet.py runs 60 steps
            (measured 0.722 mean IoU, 0.905 pixel accuracy) and checks floors of 0.65 / 0.85.
-Outputs:   {workdir}/predictions.png (rows: image, ground truth, prediction), plus the loop's
-           metrics.jsonl, tb/, curves.png and checkpoints/.
+Outputs:   {workdir}/predictions.png (rows: image, ground truth, prediction; the
+           'predictions' evaluator), plus the loop's metrics.jsonl, tb/, curves.png (train
+           loss, lr, eval mean IoU ...) and checkpoints/.
 
 Data: ``digits_seg`` (``jaxbones.data``): scikit-learn's 8x8 digits, mask 0 (background) or
 1 + digit class where the ink is >= 4/16, 11 classes, so the network must both find the
@@ -39,12 +40,9 @@ image-level loss. AdamW, cosine decay, batch 64.
 
 from __future__ import annotations
 
-import os
+import ml_collections
 
-import jax
-import numpy as np
-
-from jaxbones.launch import main as launch_main
+from jaxbones.launch import main
 from jaxbones.train.config import default_config
 
 
@@ -71,61 +69,15 @@ def get_config():
     c.optimizer.schedule = "cosine"
     c.dice_weight = 0.5  # loss = cross-entropy + dice_weight * soft Dice
     c.ignore_index = 255  # mask value that counts nowhere (void / borders)
-    with c.unlocked():  # this recipe's own key
-        c.num_png_examples = 8
+    # predictions.png of the first 8 test images at the end (jaxbones.train.evaluators)
+    c.evals.predictions = ml_collections.ConfigDict(
+        {"type": "segmentation_predictions", "num_images": 8}
+    )
     c.log_every = 50
     c.best_metric = "mean_iou"
     c.workdir = "/tmp/jaxbones_unet_segmentation"
     return c
 
 
-def save_predictions(result) -> str | None:
-    """Predicts the first ``num_png_examples`` eval images with the final state and writes
-    ``predictions.png`` into the workdir; returns its path (None without a workdir)."""
-    from jaxbones import data
-    from jaxbones.train import segmentation
-    from jaxbones.train.tasks import Segmentation
-
-    config = result.config
-    if not config.workdir or jax.process_index() != 0:
-        return None
-    ev = data.make_eval_iterator(
-        config.dataset,
-        split=config.eval_split,
-        global_batch_size=config.num_png_examples,
-        image_size=config.image_size,
-        task="segmentation",
-        crop_pct=config.crop_pct,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        data_dir=config.data_dir or None,
-        process_index=0,
-        process_count=1,
-    )
-    batch = next(iter(ev))
-    variables = jax.device_get(result.state.variables(ema=config.eval_ema))
-    logits = Segmentation.seg_logits(result.model.apply(variables, batch["image"], train=False))
-    path = os.path.join(os.path.expanduser(config.workdir), "predictions.png")
-    return segmentation.save_predictions_png(
-        batch["image"],
-        batch["mask"],
-        np.asarray(logits).argmax(-1),
-        path,
-        num_classes=int(logits.shape[-1]),
-        mean=config.mean,
-        std=config.std,
-        n=config.num_png_examples,
-    )
-
-
-def main(argv=None):
-    result = launch_main(get_config, argv)
-    path = save_predictions(result)
-    if path:
-        print(f"predictions: {path}", flush=True)
-        result.metrics["predictions_png"] = path
-    return result
-
-
 if __name__ == "__main__":
-    main()
+    main(get_config)

@@ -15,7 +15,8 @@ For each model and setting it measures, on synthetic data:
   * JAX: training step (forward + backward + AdamW update, jitted and donated) and inference
     (jitted eval forward): median step time, images/s, images/s per device, compile time,
     XLA's memory analysis of the compiled step (arguments + temporaries), model FLOPs from
-    XLA's cost analysis, and MFU against the device's peak (table below; n/a on CPU);
+    XLA's cost analysis, and MFU against the device's peak for the run's dtype
+    (``jaxbones.train.logger.PEAK_FLOPS``; n/a on CPU);
   * PyTorch: the same step for the reference model (torchvision/timm; MAE via transformers'
     ViTMAEForPreTraining with the same config), eager and ``torch.compile``, autocast to bf16
     when the JAX side runs bf16; and the ratio JAX / PyTorch.
@@ -46,25 +47,6 @@ import subprocess
 import sys
 import time
 from typing import Any
-
-# Dense peak FLOP/s per device for MFU (vendor datasheets; bf16 dense, f32 non-tensor-core).
-PEAK_FLOPS = {
-    ("H100", "bfloat16"): 989e12,
-    ("H100", "float32"): 67e12,
-    ("H200", "bfloat16"): 989e12,
-    ("H200", "float32"): 67e12,
-    ("A100", "bfloat16"): 312e12,
-    ("A100", "float32"): 19.5e12,
-    ("TPU v4", "bfloat16"): 275e12,
-    ("TPU v5", "bfloat16"): 459e12,
-}
-
-
-def peak_flops(device_kind: str, dtype: str) -> float | None:
-    for (kind, dt), v in PEAK_FLOPS.items():
-        if kind.lower() in device_kind.lower() and dt == dtype:
-            return v
-    return None
 
 
 @dataclasses.dataclass
@@ -160,6 +142,7 @@ def bench_jax(
     import optax
 
     import jaxbones
+    from jaxbones.train.logger import peak_flops
 
     info = jaxbones.model_info(name)
     h, w, c = info["input_size"]

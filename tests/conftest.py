@@ -12,13 +12,6 @@ import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-try:  # keep torch from fighting XLA for the two CI cores
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-except ImportError:  # pragma: no cover
-    pass
-
 
 # Weights by name: a loopback Hub / download server and temporary pretrained tags.
 

@@ -406,15 +406,19 @@ def test_clip_loss_equals_open_clip_and_is_the_same_sharded_over_8_devices():
 def test_tiny_clip_trains_with_the_training_system_on_8_devices():
     """task='clip' through ``jaxbones.train.loop.run``: the global batch of 16 pairs sharded
     over 8 fake devices; synthetic pairs (16 noisy random prototype images, captions naming a
-    colour and a shape) must be learned: the contrastive loss falls and in-batch retrieval
-    beats chance (1/16) by far."""
+    colour and a shape) must be learned: the contrastive loss falls, in-batch retrieval beats
+    chance (1/16) by far, and so does the 'clip_zero_shot' evaluator's accuracy (the 16
+    colour-shape names in the caption template)."""
+    import ml_collections
+
     from jaxbones.train import loop
     from jaxbones.train.config import default_config
 
     name, ov = _tiny_overrides(text_layers=1)
     ov.pop("img_size")
     colors = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
-    captions = tokenize([f"a photo of a {c} {s}" for s in ("square", "circle") for c in colors])
+    names = [f"{c} {s}" for s in ("square", "circle") for c in colors]
+    captions = tokenize([f"a photo of a {n}" for n in names])
     protos = np.random.default_rng(0).standard_normal((16, 32, 32, 3)).astype(np.float32)
 
     def batches(seed):
@@ -422,7 +426,7 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
         while True:
             cls = rng.permutation(16)  # 16 distinct classes per batch
             x = protos[cls] + 0.3 * rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
-            yield {"image": x, "text": captions[cls]}
+            yield {"image": x, "text": captions[cls], "label": cls.astype(np.int32)}
 
     c = default_config()
     c.model = name
@@ -439,6 +443,9 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
     c.plot = False
     c.progress = False
     c.best_metric = "loss"
+    c.evals.zero_shot = ml_collections.ConfigDict(
+        {"type": "clip_zero_shot", "class_names": tuple(names), "templates": ("a photo of a {}",)}
+    )
 
     def eval_iter():
         it = batches(1)
@@ -448,6 +455,7 @@ def test_tiny_clip_trains_with_the_training_system_on_8_devices():
     losses = [h["loss"] for h in out.history if h["split"] == "train"]
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    assert out.metrics["zero_shot_accuracy"] > 0.5, out.metrics
     assert out.metrics["eval_i2t_accuracy"] > 0.5 and out.metrics["eval_t2i_accuracy"] > 0.5, (
         out.metrics
     )

@@ -1,7 +1,6 @@
 """The recipes in experiments/ at tiny size: every recipe's config builds and takes
-overrides; quickstart reaches >= 95% on digits (needs jaxbones.data); MAE pretraining
-lowers its loss and writes a reconstruction PNG, fine-tuning and linear probing start from
-its checkpoint (need the ViT/MAE family)."""
+overrides; quickstart reaches >= 95% on digits; MAE pretraining lowers its loss and writes a
+reconstruction PNG, fine-tuning and linear probing start from its checkpoint."""
 
 import importlib
 import os
@@ -11,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxbones import data, list_models
+from jaxbones.data import DatasetNotPreparedError
 from jaxbones.train.config import apply_overrides
 
 RECIPES = [
@@ -25,10 +24,6 @@ RECIPES = [
     "unet_segmentation",
     "clip_pretrain",
 ]
-HAS_DATA = hasattr(data, "make_train_iterator")
-HAS_MAE = bool(list_models("mae_vit_base_patch16_dec512d8b")) and bool(
-    list_models("vit_base_patch16_224")
-)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -47,11 +42,10 @@ def test_recipe_configs_build_lock_and_document(name):
         apply_overrides(c, ["--config.num_step=3"])
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="needs jaxbones.data (input pipeline branch)")
 def test_missing_dataset_names_the_fix(tmp_path):
     from experiments import quickstart
 
-    with pytest.raises(Exception, match="imagenet2012") as e:
+    with pytest.raises(DatasetNotPreparedError, match="imagenet2012") as e:
         from jaxbones.launch import main
 
         main(
@@ -67,7 +61,6 @@ def test_missing_dataset_names_the_fix(tmp_path):
 
 
 @pytest.mark.slow  # 88 ResNet-18 steps at 32 px: ~2 min on 2 idle CPU cores
-@pytest.mark.skipif(not HAS_DATA, reason="needs jaxbones.data (input pipeline branch)")
 def test_quickstart_reaches_95_percent(tmp_path):
     # README's first command as a user runs it: its own process on one CPU device (this
     # session's 8 fake devices would only add cross-device overhead on 2 cores)
@@ -120,13 +113,13 @@ TINY = [
 ]
 
 
-@pytest.mark.skipif(not HAS_MAE, reason="needs the ViT/MAE family")
 def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
     from experiments import mae_finetune, mae_linprobe, mae_pretrain
     from jaxbones.launch import main
 
     pre = str(tmp_path / "pre")
-    out = mae_pretrain.main(
+    out = main(
+        mae_pretrain.get_config,
         [
             *TINY,
             *TINY_VIT,
@@ -137,7 +130,7 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
             "--config.model_kwargs.decoder_depth=1",
             "--config.model_kwargs.decoder_num_heads=2",
             "--config.model_kwargs.norm_pix_loss=false",
-        ]
+        ],
     )
     rows = [r for r in out.history if r["split"] == "train"]
     first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])

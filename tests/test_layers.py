@@ -3,6 +3,7 @@
 
 import functools
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -161,7 +162,7 @@ def test_drop_path_rng_stream_and_scaling():
     kept = np.asarray(y[:, 0] > 0)
     assert 0.65 < kept.mean() < 0.85
     np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75)
-    with pytest.raises(Exception, match="drop_path"):
+    with pytest.raises(flax.errors.InvalidRngError, match='PRNG for "drop_path"'):
         dp.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
 
 

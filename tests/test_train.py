@@ -311,3 +311,53 @@ def test_multiprocess_preemption_check_gathers_only_every_n_steps(monkeypatch):
         assert calls[-1] == 1
     finally:
         p.restore()
+
+
+def test_peak_flops_by_device_kind_and_dtype():
+    from jaxbones.train.logger import peak_flops
+
+    assert peak_flops("TPU v5 lite", "bfloat16") == 197e12  # v5e: not v5p's 459
+    assert peak_flops("TPU v5", "bfloat16") == 459e12  # v5p reports plain "TPU v5"
+    assert peak_flops("TPU v4", "float32") is None  # no published f32 peak: no f32 MFU
+    assert peak_flops("NVIDIA H100 80GB HBM3", "float32") == 67e12
+    assert peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB", "float16") == 312e12
+    assert peak_flops("cpu", "bfloat16") is None
+
+
+def test_evaluators_are_declared_in_the_config():
+    import ml_collections
+
+    from jaxbones.train import evaluators
+
+    c = config_lib.default_config()
+    c.evals.eval.every = 5
+    c.evals.recon = ml_collections.ConfigDict({"type": "mae_reconstruction", "num_images": 2})
+    ctx = evaluators.Context(c, None, None, None, None, lambda split: None, True)
+    evs = evaluators.make_evaluators(ctx)
+    assert [e.name for e in evs] == ["eval", "recon"]
+    assert evs[0].due(10) and not evs[0].due(7) and not evs[1].due(10)  # recon: at the end
+    assert evs[1].options == {"num_images": 2}
+    c.evals.recon.num_imgs = 3
+    with pytest.raises(ValueError, match=r"evals.recon .* no option\(s\) \['num_imgs'\]"):
+        evaluators.make_evaluators(ctx)
+    del c.evals["recon"]
+    c.evals.bad = ml_collections.ConfigDict({"type": "accuracy"})
+    with pytest.raises(ValueError, match="registered: clip_zero_shot, mae_reconstruction, metrics"):
+        evaluators.make_evaluators(ctx)
+
+
+def test_curves_plot_every_evaluator_metric_and_the_lr():
+    from jaxbones.train.logger import plotted_series
+
+    history = [
+        {"step": 0, "split": "compile", "compile_seconds": 3.0},
+        {"step": 1, "split": "train", "loss": 2.0, "lr": 0.1, "mfu": 0.3, "bad_steps": 0},
+        {"step": 1, "split": "eval", "loss": 2.1, "accuracy": 0.5},
+        {"step": 1, "split": "zero_shot", "accuracy": 0.4},
+    ]
+    assert plotted_series(history) == {
+        "loss": ["train", "eval"],
+        "lr": ["train"],
+        "accuracy": ["eval", "zero_shot"],
+    }

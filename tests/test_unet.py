@@ -309,18 +309,26 @@ def test_segmentation_recipe_reaches_mean_iou_floor(tmp_path):
     # 0.975 test mean IoU at its defaults (300 steps); this shortened schedule (60 steps,
     # cosine over 60) measured 0.722 mean IoU, 0.905 pixel accuracy; the floors sit below.
     from experiments import unet_segmentation
+    from jaxbones.launch import main
+    from jaxbones.train.logger import plotted_series
 
-    out = unet_segmentation.main(
+    out = main(
+        unet_segmentation.get_config,
         [
             "--config.num_steps=60",
             f"--config.workdir={tmp_path}",
             f"--config.data_dir={tmp_path / 'data'}",
             "--config.progress=false",
             "--config.compile_cache=",
-        ]
+        ],
     )
     assert out.metrics["eval_mean_iou"] >= 0.65, out.metrics
     assert out.metrics["eval_pixel_accuracy"] >= 0.85, out.metrics
     assert (tmp_path / "predictions.png").stat().st_size > 1000
+    # curves.png has a panel per metric: train loss and lr, the 'eval' evaluator's mean IoU
+    series = plotted_series(out.history)
+    assert series["mean_iou"] == ["eval"] and series["pixel_accuracy"] == ["train", "eval"]
+    assert series["loss"] == series["lr"] == ["train"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="did you mean"):
-        unet_segmentation.main(["--config.num_step=3"])
+        main(unet_segmentation.get_config, ["--config.num_step=3"])

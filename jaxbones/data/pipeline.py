@@ -20,7 +20,6 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-from grain._src.core.sharding import even_split
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.data import datasets, transforms
@@ -272,7 +271,9 @@ class EvalIterable:
 
     def __init__(self, source, transform, batch, process_index, process_count, worker_count):
         n = len(source)
-        start, end = even_split(n, grain.sharding.ShardOptions(process_index, process_count))
+        per, extra = divmod(n, process_count)  # grain's even_split: the first `extra` get one more
+        start = process_index * per + min(process_index, extra)
+        end = start + per + (process_index < extra)
         self.num_batches = math.ceil(math.ceil(n / process_count) / batch)
         self.num_examples = end - start
         self._source = _Padded(source, start, end, self.num_batches * batch)

@@ -3,8 +3,9 @@
 Modules: ``config`` (default_config, --config overrides), ``sharding`` (mesh, data/FSDP
 shardings, global batches), ``optim`` (optimisers, schedules, masks, layer decay),
 ``step`` (TrainState, train/eval steps), ``tasks`` (classification, mae, linprobe,
-segmentation), ``checkpoint`` (orbax), ``logger`` (metrics, TensorBoard, plots),
-``inputs`` (in-memory iterators), ``loop`` (``run``).
+segmentation, clip), ``evaluators`` (``config.evals``), ``checkpoint`` (orbax), ``logger``
+(metrics, TensorBoard, plots, peak FLOPs), ``inputs`` (in-memory iterators), ``loop``
+(``run`` -> ``RunResult``).
 """
 
 from jaxbones.train import config, optim, sharding, tasks

@@ -6,12 +6,14 @@ start from it and change what they need); ``apply_overrides(config, argv)`` appl
 
 Attributes of the config (the important ones):
   model, model_kwargs: registry name and ``create_model`` overrides.
-  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' (see ``jaxbones.train.tasks``).
+  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' | 'clip'
+    (see ``jaxbones.train.tasks``).
   dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
   sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
-  workdir, log_every, eval_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
+  evals: named evaluators run during / after training (``jaxbones.train.evaluators``).
+  workdir, log_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
     init_from, init_fresh: the run.
 """
 
@@ -30,8 +32,9 @@ def default_config() -> ml_collections.ConfigDict:
     """Every key ``jaxbones.train.run`` reads, with defaults.
 
     Locked, so a misspelt key in a recipe (``c.num_step = 3``) raises ml_collections' error
-    with its "Did you mean" suggestion; ``model_kwargs`` and ``augment`` (``OPEN_GROUPS``)
-    stay open, their keys are validated by ``create_model`` and the data pipeline. A recipe
+    with its "Did you mean" suggestion; ``model_kwargs``, ``augment`` and ``evals``
+    (``OPEN_GROUPS``) stay open, their keys are validated by ``create_model``, the data
+    pipeline and the evaluators. A recipe
     that needs a key of its own adds it inside ``with c.unlocked():``."""
     c = ml_collections.ConfigDict()
     c.model = "resnet18"
@@ -96,7 +99,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Run.
     c.workdir = ""  # '' : no files written
     c.log_every = 50
-    c.eval_every = -1  # -1: at the end only
+    # named evaluators (jaxbones.train.evaluators); 'eval' is the main one: its metrics are
+    # the result's eval_* and rank checkpoints (best_metric). every -1: at the end only
+    c.evals = ml_collections.ConfigDict()
+    c.evals.eval = ml_collections.ConfigDict({"type": "metrics", "every": -1, "split": ""})
     c.ckpt_every = -1  # -1: at the end only (and on SIGTERM)
     # multi-process runs agree on a SIGTERM with a blocking all-gather every N steps
     c.preemption_check_every = 10
@@ -118,7 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-OPEN_GROUPS = ("model_kwargs", "augment")
+OPEN_GROUPS = ("model_kwargs", "augment", "evals")
 
 
 def _suggest(key: str, options) -> str:

@@ -6,7 +6,9 @@ with a seed-derived permutation, and has ``get_state`` / ``set_state`` (a dict w
 position), so a resumed run sees the same batches. ``ArrayEvalIterable`` is the single-pass
 eval counterpart (padded last batch, ``valid`` mask). ``synthetic(...)``: random images
 whose labels come from a fixed random linear map (learnable; for tests and benchmarks).
-``make_iterators(config)``: (train_iter, eval_iterable, info) for a config.
+``make_iterators(config)``: (train_iter, eval_iterable, info) for a config;
+``register_in_memory_dataset(name, make)`` lets a recipe provide a dataset of its own under
+``config.dataset`` (``make(config)`` returns the same triple).
 """
 
 from __future__ import annotations
@@ -97,8 +99,20 @@ def synthetic(
     return {"image": x, "label": y}
 
 
+IN_MEMORY_DATASETS: dict = {}
+
+
+def register_in_memory_dataset(name: str, make) -> None:
+    """``config.dataset=name`` reads ``make(config) -> (train_iter, eval_iterable, info)``
+    (info: ``num_classes``, ``splits`` {split: examples}); for recipes whose data is built in
+    memory (CLIP's captioned digits)."""
+    IN_MEMORY_DATASETS[name] = make
+
+
 def make_iterators(config, num_classes_hint: int = 10):
     """(train_iter, eval_iterable, info) for ``config`` (see the module docstring)."""
+    if config.dataset in IN_MEMORY_DATASETS:
+        return IN_MEMORY_DATASETS[config.dataset](config)
     gbs = config.global_batch_size
     ebs = config.eval_batch_size if config.eval_batch_size > 0 else gbs
     if config.dataset.startswith("synthetic"):
@@ -137,13 +151,28 @@ def make_iterators(config, num_classes_hint: int = 10):
         worker_count=config.worker_count,
         **common,
     )
-    eval_iter = None
-    if config.eval_split:
-        eval_iter = data.make_eval_iterator(
-            config.dataset,
-            split=config.eval_split,
-            global_batch_size=ebs,
-            crop_pct=config.crop_pct,
-            **common,
-        )
+    eval_iter = make_eval_iterable(config, config.eval_split) if config.eval_split else None
     return train_iter, eval_iter, info
+
+
+def make_eval_iterable(config, split: str):
+    """The exact eval pipeline of ``split`` of ``config.dataset`` (evaluators reading another
+    split than ``config.eval_split``)."""
+    if config.dataset.startswith("synthetic"):
+        raise ValueError(
+            f"the synthetic dataset has one eval split (config.eval_split), not {split!r}"
+        )
+    from jaxbones import data
+
+    ebs = config.eval_batch_size if config.eval_batch_size > 0 else config.global_batch_size
+    return data.make_eval_iterator(
+        config.dataset,
+        split=split,
+        global_batch_size=ebs,
+        image_size=config.image_size,
+        task={"linprobe": "classification"}.get(config.task, config.task),
+        data_dir=config.data_dir or None,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        crop_pct=config.crop_pct,
+    )

@@ -4,8 +4,9 @@ throughput (images/s per device), compile time, MFU, and a PNG of the curves at 
 ``MetricLogger(workdir, total_steps, enabled)``:
   write(step, split, metrics): one JSON line in ``metrics.jsonl`` + TensorBoard scalars.
   progress(step, metrics): a one-line bar ``[####....] step/total  loss ... ETA``.
-  plot(): ``curves.png`` with loss (and accuracy) per split.
-``peak_flops(device)``: dense bf16 peak per device (vendor data sheets) or None (CPU).
+  plot(): ``curves.png``, every logged metric (train loss, lr, each evaluator's) per split.
+``peak_flops(device_kind, dtype)``: dense peak per device and compute dtype (vendor data
+  sheets; the one table ``scripts/benchmark.py`` uses too) or None (CPU).
 ``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
 """
 
@@ -17,25 +18,38 @@ import os
 import sys
 import time
 
-# Dense bf16 peak FLOP/s per device from the vendors' data sheets.
-_PEAKS = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-    "TPU v6e": 918e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "A100": 312e12,
+# Dense peak FLOP/s per device by (device kind, compute dtype), from the vendors' data
+# sheets; GPU float32 is the CUDA-core rate (no TF32). TPUs publish bf16 only (float32
+# matmuls run as several bf16 passes), so float32 MFU is not reported there. A kind matches
+# as a substring of jax's ``device_kind``, the longest first: "TPU v5 lite" (v5e, 197 TFLOP/s)
+# before "TPU v5" (v5p, 459).
+PEAK_FLOPS = {
+    ("TPU v4", "bfloat16"): 275e12,
+    ("TPU v5 lite", "bfloat16"): 197e12,
+    ("TPU v5e", "bfloat16"): 197e12,
+    ("TPU v5", "bfloat16"): 459e12,
+    ("TPU v5p", "bfloat16"): 459e12,
+    ("TPU v6 lite", "bfloat16"): 918e12,
+    ("TPU v6e", "bfloat16"): 918e12,
+    ("H100 PCIe", "bfloat16"): 756e12,
+    ("H100 PCIe", "float32"): 51e12,
+    ("H100", "bfloat16"): 989e12,
+    ("H100", "float32"): 67e12,
+    ("H200", "bfloat16"): 989e12,
+    ("H200", "float32"): 67e12,
+    ("A100", "bfloat16"): 312e12,
+    ("A100", "float32"): 19.5e12,
 }
 
 
-def peak_flops(device) -> float | None:
-    kind = getattr(device, "device_kind", "")
-    for k, v in _PEAKS.items():
-        if k.lower() in kind.lower():
-            return v
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+    """Dense peak FLOP/s of one ``device_kind`` device computing in ``dtype`` ('bfloat16',
+    'float16' (the same rate), 'float32'); None when unknown (CPU, float32 on TPU)."""
+    dtype = "bfloat16" if dtype == "float16" else dtype
+    kind = device_kind.lower()
+    for k, dt in sorted(PEAK_FLOPS, key=lambda kd: -len(kd[0])):
+        if k.lower() in kind and dt == dtype:
+            return PEAK_FLOPS[(k, dt)]
     return None
 
 
@@ -50,6 +64,23 @@ def step_cost(compiled) -> float | None:
         return None
     flops = cost.get("flops")
     return float(flops) if flops and flops > 0 else None
+
+
+# logged per row but not worth a panel
+_NOT_PLOTTED = ("step", "split", "images_per_sec_per_device", "mfu", "bad_steps", "grad_norm")
+
+
+def plotted_series(history: list[dict]) -> dict[str, list[str]]:
+    """{metric: [splits that log it]} for ``curves.png``, in the order first logged; the
+    'compile' row is not a curve."""
+    out: dict[str, list[str]] = {}
+    for row in history:
+        if row["split"] == "compile":
+            continue
+        for key in row:
+            if key not in _NOT_PLOTTED and row["split"] not in out.setdefault(key, []):
+                out[key].append(row["split"])
+    return out
 
 
 class MetricLogger:
@@ -111,6 +142,8 @@ class MetricLogger:
         sys.stdout.flush()
 
     def plot(self) -> str | None:
+        """``curves.png``: one panel per metric (every evaluator's, the train loss and the
+        learning rate), one line per split that logs it."""
         if not self.enabled or not self.history:
             return None
         import matplotlib
@@ -118,16 +151,19 @@ class MetricLogger:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = [k for k in ("loss", "accuracy") if any(k in r for r in self.history)]
-        fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=True):
-            for split in ("train", "eval"):
+        series = plotted_series(self.history)
+        cols = min(len(series), 4)
+        rows = math.ceil(len(series) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+        for ax in axes.flat[len(series) :]:
+            ax.axis("off")
+        for ax, (key, splits) in zip(axes.flat, series.items(), strict=False):
+            for split in splits:
                 pts = [
                     (r["step"], r[key]) for r in self.history if r["split"] == split and key in r
                 ]
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, marker="." if split == "eval" else None, label=split)
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker=None if split == "train" else ".", label=split)
             ax.set_xlabel("step")
             ax.set_title(key)
             ax.legend()

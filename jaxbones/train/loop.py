@@ -3,8 +3,9 @@
 Order of work: derive batch sizes and step counts -> build iterators, model and task ->
 initialise the state directly into its shardings -> restore the newest checkpoint (or a
 params-only ``init_from``) -> compile the step ahead of time (compile time, FLOPs for MFU)
--> loop: assemble the global batch, step, log every ``log_every``, eval, checkpoint ->
-final eval, checkpoint, curves PNG. SIGTERM (preemption) saves a checkpoint at the current
+-> loop: assemble the global batch, step, log every ``log_every``, run the evaluators of
+``config.evals`` at their periods (``jaxbones.train.evaluators``), checkpoint -> every
+evaluator, checkpoint, curves PNG. SIGTERM (preemption) saves a checkpoint at the current
 step and returns. Returns a ``RunResult`` (final metrics, state, model, history).
 """
 
@@ -27,7 +28,7 @@ from jax.experimental import multihost_utils
 
 from jaxbones.registry import get_entry
 from jaxbones.train import checkpoint as ckpt_lib
-from jaxbones.train import inputs, optim, sharding
+from jaxbones.train import evaluators, inputs, optim, sharding
 from jaxbones.train.logger import MetricLogger, peak_flops, step_cost
 from jaxbones.train.step import TrainState, create_state, make_eval_step, make_train_step
 from jaxbones.train.tasks import get_task
@@ -82,16 +83,6 @@ def _derive(config, info):
     return steps_per_epoch, num_steps
 
 
-def evaluate(eval_fn, state, eval_iter, mesh, task):
-    if eval_iter is None:
-        return {}
-    sums = None
-    for batch in eval_iter:
-        out = jax.device_get(eval_fn(state, sharding.global_batch(batch, mesh)))
-        sums = out if sums is None else jax.tree_util.tree_map(np.add, sums, out)
-    return task.finalize(sums) if sums is not None else {}
-
-
 def head_paths(task, config, num_classes: int, channels: int, params) -> set[str]:
     """Paths of the parameters whose shape follows the number of classes (the classifier
     head), found by building the task's model once more with one class more."""
@@ -125,7 +116,6 @@ class RunResult:
       stopped: why the run ended early ('' when it ran to ``num_steps``).
       state: the final ``TrainState``; model: the Linen module it trains; config: the run's.
       history: every row written to ``metrics.jsonl`` (process 0).
-      eval_data: the eval iterable the run evaluated on (None without one), for pictures.
       init_from: ``load_params``' report ({} without ``config.init_from``).
       curves_png: the path of ``curves.png`` ('' when none was written).
     """
@@ -136,7 +126,6 @@ class RunResult:
     model: Any
     config: Any
     history: list
-    eval_data: Any = None
     init_from: dict = dataclasses.field(default_factory=dict)
     curves_png: str = ""
 
@@ -170,6 +159,13 @@ def _inputs(config, train_iter, eval_iter) -> _Inputs:
     channels = int(info.get("image_shape", (0, 0, 3))[-1]) if info else 3
     steps_per_epoch, num_steps = _derive(config, info)
     return _Inputs(train_iter, eval_iter, num_classes, channels, steps_per_epoch, num_steps)
+
+
+def _split_data(config, data: _Inputs, split: str):
+    """An evaluator's data: the run's eval iterable for its eval split, else that split's."""
+    if split in ("", config.eval_split):
+        return data.eval
+    return inputs.make_eval_iterable(config, split)
 
 
 def _log_topology(logger, config, data: _Inputs) -> None:
@@ -283,9 +279,9 @@ def _compile(train_step, state, batch, logger, step):
 class _Throughput:
     """Images/s per device and MFU over the steps since the last measurement."""
 
-    def __init__(self, step: int, global_batch_size: int):
+    def __init__(self, step: int, global_batch_size: int, dtype: str):
         self.batch, self.devices = global_batch_size, jax.device_count()
-        self.peak = peak_flops(jax.devices()[0])
+        self.peak = peak_flops(jax.devices()[0].device_kind, dtype)
         self.flops = None
         self.reset(step)
 
@@ -313,26 +309,28 @@ def _save(ckpt, step, state, train_iter, config, metrics, force):
     ckpt.save(step, state, data_state, config, metrics=metrics, force=force)
 
 
-def _evaluate_and_log(eval_step, state, data: _Inputs, mesh, task, logger, step, what):
-    metrics = evaluate(eval_step, state, data.eval, mesh, task)
-    if metrics:
-        logger.write(step, "eval", metrics)
-        logger.info(f"{what} step {step}: {metrics}")
-    return metrics
+def _run_evals(evals, state, step, logger, what) -> dict[str, dict]:
+    """Runs ``evals`` and logs each one's metrics under its name; {name: metrics}."""
+    out = {}
+    for ev in evals:
+        out[ev.name] = ev.run(state, step)
+        if out[ev.name]:
+            logger.write(step, ev.name, out[ev.name])
+            logger.info(f"{what} {ev.name} step {step}: {out[ev.name]}")
+    return out
 
 
-def _train_steps(
-    config, task, state, start, data: _Inputs, mesh, train_step, eval_step, logger, ckpt
-):
-    """The step loop: assemble the global batch, step, log every ``log_every``, evaluate
-    every ``eval_every``, checkpoint every ``ckpt_every`` or on SIGTERM; at the end a final
-    eval and checkpoint. Returns (state, step, last train metrics, eval metrics, stopped)."""
+def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, logger, ckpt):
+    """The step loop: assemble the global batch, step, log every ``log_every``, run each
+    evaluator at its period, checkpoint every ``ckpt_every`` or on SIGTERM; at the end every
+    evaluator and a checkpoint. Returns (state, step, last train metrics, {evaluator:
+    metrics} of the last evaluations, stopped)."""
     num_steps = data.num_steps
     preempt = _Preemption(config.preemption_check_every)
     it = iter(data.train)
     compiled = None
-    throughput = _Throughput(start, config.global_batch_size)
-    last, eval_metrics, stopped = {}, {}, None
+    throughput = _Throughput(start, config.global_batch_size, config.dtype)
+    last, results, stopped = {}, {}, None
     logger.start(start)
     step = start
     try:
@@ -352,28 +350,24 @@ def _train_steps(
                 logger.progress(step, last)
                 if last["bad_steps"] >= config.max_bad_steps:
                     stopped = f"{int(last['bad_steps'])} non-finite steps (max_bad_steps)"
-            do_eval = config.eval_every > 0 and step % config.eval_every == 0 and step < num_steps
-            if do_eval:
-                eval_metrics = _evaluate_and_log(
-                    eval_step, state, data, mesh, task, logger, step, "eval"
-                )
+            due = [ev for ev in evals if ev.due(step)] if step < num_steps else []
+            ran = _run_evals(due, state, step, logger, "eval")
+            results.update(ran)
             preempted = preempt.requested(step)
             do_ckpt = config.ckpt_every > 0 and step % config.ckpt_every == 0
             if (do_ckpt or preempted) and step < num_steps:
-                metrics = eval_metrics if do_eval else None
+                metrics = ran.get("eval")  # the main evaluation ranks checkpoints
                 _save(ckpt, step, state, data.train, config, metrics, force=preempted)
             if preempted:
                 stopped = "SIGTERM (preemption): checkpoint saved"
             if stopped:
                 break
         if stopped is None:
-            eval_metrics = _evaluate_and_log(
-                eval_step, state, data, mesh, task, logger, step, "final eval"
-            )
-            _save(ckpt, step, state, data.train, config, eval_metrics or None, force=True)
+            results.update(_run_evals(evals, state, step, logger, "final"))
+            _save(ckpt, step, state, data.train, config, results.get("eval") or None, force=True)
     finally:
         preempt.restore()
-    return state, step, last, eval_metrics, stopped
+    return state, step, last, results, stopped
 
 
 def run(config, train_iter=None, eval_iter=None) -> RunResult:
@@ -399,8 +393,19 @@ def run(config, train_iter=None, eval_iter=None) -> RunResult:
     try:
         state, start, init_report = _restore_or_init_from(config, task, data, setup, ckpt, logger)
         train_step, eval_step = _step_functions(config, task, model, setup, mesh)
-        state, step, last, eval_metrics, stopped = _train_steps(
-            config, task, state, start, data, mesh, train_step, eval_step, logger, ckpt
+        context = evaluators.Context(
+            config, task, model, mesh, eval_step, functools.partial(_split_data, config, data), main
+        )
+        state, step, last, results, stopped = _train_steps(
+            config,
+            state,
+            start,
+            data,
+            mesh,
+            train_step,
+            evaluators.make_evaluators(context),
+            logger,
+            ckpt,
         )
     finally:
         if ckpt is not None:
@@ -410,7 +415,8 @@ def run(config, train_iter=None, eval_iter=None) -> RunResult:
     if stopped:
         logger.info(f"stopped at step {step}: {stopped}")
     metrics = {f"train_{k}": v for k, v in last.items()}
-    metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+    for name, values in results.items():
+        metrics.update({f"{name}_{k}": v for k, v in values.items()})
     metrics["step"] = step
     return RunResult(
         metrics=metrics,
@@ -419,7 +425,6 @@ def run(config, train_iter=None, eval_iter=None) -> RunResult:
         model=model,
         config=config,
         history=logger.history,
-        eval_data=data.eval,
         init_from=init_report,
         curves_png=png or "",
     )
