@@ -16,7 +16,7 @@ For each model and setting it measures, on synthetic data:
     (jitted eval forward): median step time, images/s, images/s per device, compile time,
     XLA's memory analysis of the compiled step (arguments + temporaries), model FLOPs from
     XLA's cost analysis, and MFU against the device's peak for the run's dtype
-    (``jaxbones.train.logger.PEAK_FLOPS``; n/a on CPU);
+    (``jaxbones.hardware.PEAK_FLOPS``; n/a on CPU);
   * PyTorch: the same step for the reference model (torchvision/timm; MAE via transformers'
     ViTMAEForPreTraining with the same config), eager and ``torch.compile``, autocast to bf16
     when the JAX side runs bf16; and the ratio JAX / PyTorch.
@@ -142,7 +142,7 @@ def bench_jax(
     import optax
 
     import jaxbones
-    from jaxbones.train.logger import peak_flops
+    from jaxbones.hardware import peak_flops
 
     info = jaxbones.model_info(name)
     h, w, c = info["input_size"]
@@ -742,6 +742,7 @@ def main(argv=None):
     p.add_argument("--md", default="BENCHMARKS.md")
     p.add_argument("--render", action="store_true", help="only re-render the markdown")
     p.add_argument("--no-render", action="store_true", help="only append rows")
+    p.add_argument("--no-jax", action="store_true", help="only the PyTorch rows")
     # internal: set by the parent for a variant run in a subprocess with XLA_FLAGS
     p.add_argument("--label", default=None, help=argparse.SUPPRESS)
     p.add_argument("--xla-flags-applied", default=None, help=argparse.SUPPRESS)
@@ -753,7 +754,7 @@ def main(argv=None):
             for dtype in a.dtypes.split(","):
                 for mode in a.modes.split(","):
                     rows = []
-                    for variant in variants:
+                    for variant in [] if a.no_jax else variants:
                         ov = _parse_overrides(variant)
                         label = a.label or variant or "-"
                         vdtype = ov.pop("dtype", dtype)

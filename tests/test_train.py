@@ -314,7 +314,7 @@ def test_multiprocess_preemption_check_gathers_only_every_n_steps(monkeypatch):
 
 
 def test_peak_flops_by_device_kind_and_dtype():
-    from jaxbones.train.logger import peak_flops
+    from jaxbones.hardware import peak_flops
 
     assert peak_flops("TPU v5 lite", "bfloat16") == 197e12  # v5e: not v5p's 459
     assert peak_flops("TPU v5", "bfloat16") == 459e12  # v5p reports plain "TPU v5"

@@ -5,9 +5,6 @@ throughput (images/s per device), compile time, MFU, and a PNG of the curves at 
   write(step, split, metrics): one JSON line in ``metrics.jsonl`` + TensorBoard scalars.
   progress(step, metrics): a one-line bar ``[####....] step/total  loss ... ETA``.
   plot(): ``curves.png``, every logged metric (train loss, lr, each evaluator's) per split.
-``peak_flops(device_kind, dtype)``: dense peak per device and compute dtype (vendor data
-  sheets; the one table ``scripts/benchmark.py`` uses too) or None (CPU).
-``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
 """
 
 from __future__ import annotations
@@ -17,54 +14,6 @@ import math
 import os
 import sys
 import time
-
-# Dense peak FLOP/s per device by (device kind, compute dtype), from the vendors' data
-# sheets; GPU float32 is the CUDA-core rate (no TF32). TPUs publish bf16 only (float32
-# matmuls run as several bf16 passes), so float32 MFU is not reported there. A kind matches
-# as a substring of jax's ``device_kind``, the longest first: "TPU v5 lite" (v5e, 197 TFLOP/s)
-# before "TPU v5" (v5p, 459).
-PEAK_FLOPS = {
-    ("TPU v4", "bfloat16"): 275e12,
-    ("TPU v5 lite", "bfloat16"): 197e12,
-    ("TPU v5e", "bfloat16"): 197e12,
-    ("TPU v5", "bfloat16"): 459e12,
-    ("TPU v5p", "bfloat16"): 459e12,
-    ("TPU v6 lite", "bfloat16"): 918e12,
-    ("TPU v6e", "bfloat16"): 918e12,
-    ("H100 PCIe", "bfloat16"): 756e12,
-    ("H100 PCIe", "float32"): 51e12,
-    ("H100", "bfloat16"): 989e12,
-    ("H100", "float32"): 67e12,
-    ("H200", "bfloat16"): 989e12,
-    ("H200", "float32"): 67e12,
-    ("A100", "bfloat16"): 312e12,
-    ("A100", "float32"): 19.5e12,
-}
-
-
-def peak_flops(device_kind: str, dtype: str) -> float | None:
-    """Dense peak FLOP/s of one ``device_kind`` device computing in ``dtype`` ('bfloat16',
-    'float16' (the same rate), 'float32'); None when unknown (CPU, float32 on TPU)."""
-    dtype = "bfloat16" if dtype == "float16" else dtype
-    kind = device_kind.lower()
-    for k, dt in sorted(PEAK_FLOPS, key=lambda kd: -len(kd[0])):
-        if k.lower() in kind and dt == dtype:
-            return PEAK_FLOPS[(k, dt)]
-    return None
-
-
-def step_cost(compiled) -> float | None:
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 # pragma: no cover - backends without cost analysis
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    if not cost:
-        return None
-    flops = cost.get("flops")
-    return float(flops) if flops and flops > 0 else None
-
 
 # logged per row but not worth a panel
 _NOT_PLOTTED = ("step", "split", "images_per_sec_per_device", "mfu", "bad_steps", "grad_norm")

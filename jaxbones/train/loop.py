@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxbones.hardware import peak_flops, step_cost
 from jaxbones.registry import get_entry
 from jaxbones.train import checkpoint as ckpt_lib
 from jaxbones.train import evaluators, inputs, optim, sharding
-from jaxbones.train.logger import MetricLogger, peak_flops, step_cost
+from jaxbones.train.logger import MetricLogger
 from jaxbones.train.step import TrainState, create_state, make_eval_step, make_train_step
 from jaxbones.train.tasks import get_task
 

@@ -1,0 +1,56 @@
+"""What the accelerators can do: the one table of peak FLOP/s, and a compiled step's FLOPs.
+
+``peak_flops(device_kind, dtype)``: dense peak per device and compute dtype (vendor data
+sheets) or None (CPU); the training loop's MFU and ``scripts/benchmark.py`` both use it.
+``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
+This module imports nothing, so benchmarks run on hosts without the training extras.
+"""
+
+from __future__ import annotations
+
+# Dense peak FLOP/s per device by (device kind, compute dtype), from the vendors' data
+# sheets; GPU float32 is the CUDA-core rate (no TF32). TPUs publish bf16 only (float32
+# matmuls run as several bf16 passes), so float32 MFU is not reported there. A kind matches
+# as a substring of jax's ``device_kind``, the longest first: "TPU v5 lite" (v5e, 197 TFLOP/s)
+# before "TPU v5" (v5p, 459).
+PEAK_FLOPS = {
+    ("TPU v4", "bfloat16"): 275e12,
+    ("TPU v5 lite", "bfloat16"): 197e12,
+    ("TPU v5e", "bfloat16"): 197e12,
+    ("TPU v5", "bfloat16"): 459e12,
+    ("TPU v5p", "bfloat16"): 459e12,
+    ("TPU v6 lite", "bfloat16"): 918e12,
+    ("TPU v6e", "bfloat16"): 918e12,
+    ("H100 PCIe", "bfloat16"): 756e12,
+    ("H100 PCIe", "float32"): 51e12,
+    ("H100", "bfloat16"): 989e12,
+    ("H100", "float32"): 67e12,
+    ("H200", "bfloat16"): 989e12,
+    ("H200", "float32"): 67e12,
+    ("A100", "bfloat16"): 312e12,
+    ("A100", "float32"): 19.5e12,
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+    """Dense peak FLOP/s of one ``device_kind`` device computing in ``dtype`` ('bfloat16',
+    'float16' (the same rate), 'float32'); None when unknown (CPU, float32 on TPU)."""
+    dtype = "bfloat16" if dtype == "float16" else dtype
+    kind = device_kind.lower()
+    for k, dt in sorted(PEAK_FLOPS, key=lambda kd: -len(kd[0])):
+        if k.lower() in kind and dt == dtype:
+            return PEAK_FLOPS[(k, dt)]
+    return None
+
+
+def step_cost(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 # pragma: no cover - backends without cost analysis
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    flops = cost.get("flops")
+    return float(flops) if flops and flops > 0 else None
