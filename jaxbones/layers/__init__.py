@@ -4,7 +4,7 @@ from jaxbones.layers.activations import gelu, gelu_tanh, get_act, hard_sigmoid, 
 from jaxbones.layers.attention import MultiHeadAttention, dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import ConvNormAct, conv2d, conv_kernel_init, torch_padding
-from jaxbones.layers.drop import DropPath, drop_path_rates
+from jaxbones.layers.drop import DropPath, drop_path, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
@@ -41,6 +41,7 @@ __all__ = [
     "conv_kernel_init",
     "dense_init",
     "dot_product_attention",
+    "drop_path",
     "drop_path_rates",
     "gelu",
     "gelu_tanh",

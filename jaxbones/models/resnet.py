@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxbones.layers import (
     BatchNorm,
-    DropPath,
     check_input,
     conv2d,
+    drop_path,
     drop_path_rates,
     max_pool2d,
 )
@@ -59,20 +58,6 @@ def _conv(mod, features, k, stride=1, groups=1, name=None, zero=False):
         name=name,
         **kw,
     )
-
-
-def _drop_path(mod: nn.Module, y, static_rate: float, rate, train: bool):
-    """Stochastic depth: ``DropPath(static_rate)`` unrolled; under ``scan`` ``rate`` is the
-    block's traced rate (a scanned input; None when every scanned rate is 0)."""
-    if rate is None:
-        return DropPath(static_rate)(y, deterministic=not train)
-    if not train:
-        return y
-    keep = 1.0 - rate  # traced scalar
-    mask = jax.random.bernoulli(mod.make_rng("drop_path"), keep, (y.shape[0], 1, 1, 1))
-    # 0 (not nan) where keep == 0: a block whose rate is 1 is always dropped
-    scale = jnp.where(mask, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0).astype(y.dtype)
-    return y * scale
 
 
 def _stage(mod, block_cls, x, train: bool, *, name: str, rates, common: dict, first, rest):
@@ -139,7 +124,8 @@ class BasicBlock(nn.Module):
         if self.downsample:
             shortcut = _conv(self, self.planes, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train)
         return nn.relu(y + shortcut)
 
 
@@ -175,7 +161,8 @@ class Bottleneck(nn.Module):
         if self.downsample:
             shortcut = _conv(self, out, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train)
         return nn.relu(y + shortcut)
 
 
@@ -309,7 +296,8 @@ class PreActBottleneck(nn.Module):
         y = _conv(self, self.features, 1, name="conv3", zero=self.zero_init_last)(
             nn.relu(_bn(self, "norm3")(y, train))
         )
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train)
         return y + shortcut
 
 

@@ -23,18 +23,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.layers import (
-    DropPath,
     LayerNorm,
     Mlp,
     check_input,
     conv2d,
     dense_init,
     dot_product_attention,
+    drop_path,
     drop_path_rates,
     global_pool,
     remat,
@@ -133,16 +132,6 @@ def attention_mask(
 
 
 # ----------------------------------------------------------------------------- modules
-
-
-def _drop_path_traced(mod: nn.Module, x, rate, deterministic: bool):
-    # Stochastic depth whose rate is a traced scalar (scanned blocks get their rate as a
-    # scanned input); same semantics as ``DropPath`` (scale kept samples by 1 / keep).
-    if deterministic:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(mod.make_rng("drop_path"), keep, (x.shape[0],) + (1,) * 3)
-    return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
 
 
 class SwinPatchEmbed(nn.Module):
@@ -256,6 +245,8 @@ class SwinBlock(nn.Module):
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         shift = self.shift_size
         on = step["shift"] if self.scanned else None  # traced 0/1 under scan
+        # traced under scan; absent when every scanned rate is 0
+        rate = step.get("drop_path", 0.0) if self.scanned else self.drop_path
         mask = attention_mask(h, w, self.window_size, shift)  # numpy constant or None
         if mask is not None and on is not None:
             mask = jnp.asarray(mask) * on.astype(jnp.float32)
@@ -277,18 +268,11 @@ class SwinBlock(nn.Module):
         if any(shift):
             s = shift if on is None else (shift[0] * on, shift[1] * on)
             y = jnp.roll(y, s, axis=(1, 2))  # undo the shift
-        x = x + self._drop_path(y, step, deterministic)
+        x = x + drop_path(self, y, rate, deterministic)
         y = LayerNorm(LN_EPS, name="norm2", **kw)(x)
         y = Mlp(int(c * self.mlp_ratio), drop=self.proj_drop, name="mlp", **kw)(y, deterministic)
-        x = x + self._drop_path(y, step, deterministic)
+        x = x + drop_path(self, y, rate, deterministic, branch=1)
         return (x, None) if self.scanned else x
-
-    def _drop_path(self, y, step, deterministic):
-        if not self.scanned:
-            return DropPath(self.drop_path)(y, deterministic)
-        if "drop_path" not in step:
-            return y
-        return _drop_path_traced(self, y, step["drop_path"], deterministic)
 
 
 class PatchMerging(nn.Module):

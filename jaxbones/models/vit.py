@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
-from jaxbones.layers.drop import drop_path_rates
+from jaxbones.layers.drop import drop_path, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
@@ -28,19 +27,6 @@ from jaxbones.layers.stack import remat
 from jaxbones.registry import register_model
 
 Dtype = Any
-
-
-def _drop_path(module: nn.Module, x, rate, deterministic: bool):
-    """Per-sample stochastic depth with a static or traced ``rate`` (traced under ``scan``,
-    where each block's rate is a scanned input); 'drop_path' RNG stream, scale by 1/keep."""
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
-        return x
-    keep = 1.0 - jnp.asarray(rate, jnp.float32)
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    mask = jax.random.bernoulli(module.make_rng("drop_path"), keep, shape)
-    # mask / keep with 0 (not nan) where keep == 0: a block whose rate is 1 is always dropped
-    scale = jnp.where(mask, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0).astype(x.dtype)
-    return x * scale
 
 
 class Block(nn.Module):
@@ -91,7 +77,7 @@ class Block(nn.Module):
             param_dtype=self.param_dtype,
             name="attn",
         )(norm(name="norm1")(x), deterministic, mask=mask)
-        x = x + _drop_path(self, y, rate, deterministic)
+        x = x + drop_path(self, y, rate, deterministic)
         y = Mlp(
             int(dim * self.mlp_ratio),
             act=self.act,
@@ -100,7 +86,7 @@ class Block(nn.Module):
             param_dtype=self.param_dtype,
             name="mlp",
         )(norm(name="norm2")(x), deterministic)
-        return x + _drop_path(self, y, rate, deterministic)
+        return x + drop_path(self, y, rate, deterministic, branch=1)
 
 
 def transformer_stack(
