@@ -192,13 +192,13 @@ def test_drop_path_at_rate_one_gives_zero_output_and_finite_gradients():
 # drop_path_rate at the last block, so 1.0 drops it always
 _STACKS = {
     "vit": ("vit_tiny_patch16_224", {"depth": 3, "img_size": 32}, (2, 32, 32, 3)),
-    "resnet": ("resnet18", {"layers": (1, 1, 1, 3)}, (2, 32, 32, 3)),
+    "resnet": ("resnet18", {"layers": (3,)}, (2, 32, 32, 3)),  # one stage
 }
 
 
 @pytest.mark.parametrize("family", list(_STACKS))
 @pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
-def test_drop_path_scanned_and_unrolled_in_training(family, rate):
+def test_drop_path_scanned_equals_unrolled_in_training(family, rate):
     name, kw, shape = _STACKS[family]
     x = images(shape)
     unrolled = jaxbones.create_model(name, drop_path_rate=rate, **kw)
@@ -219,8 +219,6 @@ def test_drop_path_scanned_and_unrolled_in_training(family, rate):
     value_u, grads_u = value_and_grad(unrolled, variables)
     value_s, grads_s = value_and_grad(scanned, to_scanned(variables, scanned))
     chex.assert_tree_all_finite((value_u, grads_u, value_s, grads_s))
-    if rate > 0:  # scanned and unrolled blocks draw their masks from different keys
-        return
     np.testing.assert_allclose(value_s, value_u, rtol=1e-5)
     chex.assert_trees_all_close(
         grads_s, to_scanned({"params": grads_u}, scanned)["params"], rtol=1e-4, atol=1e-6

@@ -10,7 +10,15 @@ from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import adaptive_avg_pool2d, avg_pool2d, global_pool, max_pool2d
 from jaxbones.layers.pos_embed import resample_abs_pos_embed, sincos_2d_table
-from jaxbones.layers.stack import REMAT_POLICIES, remat, stack_blocks, unstack_blocks
+from jaxbones.layers.stack import (
+    REMAT_POLICIES,
+    StackLayout,
+    block_stack,
+    remat,
+    restack,
+    stack_blocks,
+    unstack_blocks,
+)
 from jaxbones.layers.upsample import (
     UPSAMPLE_MODES,
     ConvTranspose2d,
@@ -33,9 +41,11 @@ __all__ = [
     "Mlp",
     "MultiHeadAttention",
     "PatchEmbed",
+    "StackLayout",
     "Upsample",
     "adaptive_avg_pool2d",
     "avg_pool2d",
+    "block_stack",
     "check_input",
     "conv2d",
     "conv_kernel_init",
@@ -56,6 +66,7 @@ __all__ = [
     "resample_abs_pos_embed",
     "resize",
     "resize_to",
+    "restack",
     "sincos_2d_table",
     "stack_blocks",
     "torch_padding",

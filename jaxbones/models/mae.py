@@ -35,7 +35,8 @@ from jaxbones.layers.mlp import dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
-from jaxbones.models.vit import Block, transformer_stack
+from jaxbones.layers.stack import block_stack
+from jaxbones.models.vit import Block
 from jaxbones.registry import register_model
 
 Dtype = Any
@@ -263,11 +264,13 @@ class MaskedAutoencoderViT(nn.Module):
         x = jnp.take_along_axis(x, ids_keep[..., None], axis=1)  # [B, keep, D]
         cls = (cls.astype(dt) + pos[:, :1]).astype(dt)
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)  # [B, 1 + keep, D]
-        x, _ = transformer_stack(
+        x, _ = block_stack(
+            self,
             self._block(self.num_heads),
             x,
             depth=self.depth,
             name="blocks",
+            args=(deterministic,),
             deterministic=deterministic,
             drop_path=drop_path_rates(self.drop_path_rate, [self.depth])[0],
             scan=self.scan,
@@ -295,11 +298,13 @@ class MaskedAutoencoderViT(nn.Module):
             self.param_dtype,
         )
         y = y + jax.lax.stop_gradient(dpos).astype(y.dtype)
-        y, _ = transformer_stack(
+        y, _ = block_stack(
+            self,
             self._block(self.decoder_num_heads),
             y,
             depth=self.decoder_depth,
             name="decoder_blocks",
+            args=(deterministic,),
             deterministic=deterministic,
             scan=self.scan,
             remat_policy=self.remat_policy,

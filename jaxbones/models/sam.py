@@ -44,7 +44,7 @@ from jaxbones.layers.conv import conv2d
 from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.stack import remat
+from jaxbones.layers.stack import block_stack
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
 from jaxbones.registry import register_model
 
@@ -316,7 +316,6 @@ class SamImageEncoder(nn.Module):
                 "pos_embed", nn.initializers.zeros, (1, g, g, self.embed_dim), self.param_dtype
             )
             x = x + pos.astype(x.dtype)
-        block = remat(SamBlock, self.remat_policy)
         cfg = dict(
             mlp_ratio=self.mlp_ratio,
             qkv_bias=self.qkv_bias,
@@ -329,21 +328,21 @@ class SamImageEncoder(nn.Module):
         runs = windowed_runs(self.depth, self.global_attn_indexes) if self.scan else {}
         i = 0
         while i < self.depth:
-            if i in runs:  # identical windowed blocks i .. i + n - 1: one scanned subtree
-                n = runs[i]
-                scanned = nn.scan(
-                    lambda mdl, carry, _: (mdl(carry), None),
-                    variable_axes={"params": 0},
-                    split_rngs={"params": True},
-                    length=n,
-                )
-                blk = block(self.num_heads, window_size=self.window_size, name=f"scan_{i}", **cfg)
-                x, _ = scanned(blk, x, None)
-                i += n
-                continue
+            # a run of identical windowed blocks i .. i + n - 1 is one scanned subtree
+            n = runs.get(i, 1)
             window = 0 if i in self.global_attn_indexes else self.window_size
-            x = block(self.num_heads, window_size=window, name=f"blocks_{i}", **cfg)(x)
-            i += 1
+            x, _ = block_stack(
+                self,
+                functools.partial(SamBlock, num_heads=self.num_heads, window_size=window, **cfg),
+                x,
+                name="blocks",
+                depth=n,
+                scan=i in runs,
+                remat_policy=self.remat_policy,
+                start=i,
+                stacked_name=f"scan_{i}",
+            )
+            i += n
         # neck: LayerNorm2d(eps=1e-6) on NHWC is a LayerNorm over channels
         x = conv2d(self.out_chans, 1, padding=0, name="neck_0", **kw)(x)
         x = LayerNorm(1e-6, name="neck_1", **kw)(x)
