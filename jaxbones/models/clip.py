@@ -445,10 +445,6 @@ class CLIP(nn.Module):
     def default_input_size(self) -> tuple[int, int, int]:
         return self.img_size, self.img_size, self.in_chans
 
-    @property
-    def smoke_size(self) -> int:
-        return self.img_size
-
     def setup(self):
         act = "quick_gelu" if self.quick_gelu else "gelu"
         common = {

@@ -195,10 +195,6 @@ class MaskedAutoencoderViT(nn.Module):
         s = self.grid_size[0] * self.patch_size
         return s, s, self.in_chans
 
-    @property
-    def smoke_size(self) -> int:
-        return self.default_input_size[0]
-
     def _block(self, num_heads: int):
         return functools.partial(
             Block,

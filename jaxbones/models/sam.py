@@ -768,10 +768,6 @@ class Sam(nn.Module):
     def default_input_size(self) -> tuple[int, int, int]:
         return self.img_size, self.img_size, self.in_chans
 
-    @property
-    def smoke_size(self) -> int:
-        return self.img_size
-
     def setup(self):
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         self.image_encoder = SamImageEncoder(

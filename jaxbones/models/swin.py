@@ -354,10 +354,6 @@ class SwinTransformer(nn.Module):
         return (h, w, self.in_chans)
 
     @property
-    def smoke_size(self) -> int:
-        return _pair(self.img_size)[0]
-
-    @property
     def num_features(self) -> int:
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 

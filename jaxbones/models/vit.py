@@ -165,10 +165,6 @@ class VisionTransformer(nn.Module):
         return gh * self.patch_size, gw * self.patch_size, self.in_chans
 
     @property
-    def smoke_size(self) -> int:
-        return self.default_input_size[0]
-
-    @property
     def num_prefix_tokens(self) -> int:
         return 1 if self.class_token else 0
 
