@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
@@ -48,21 +49,17 @@ FIXED_PARAMS = ("pos_embed", "decoder_pos_embed")
 def patchify(images, patch_size: int):
     """[B, H, W, C] -> [B, L, p*p*C], patches row-major, each patch flattened (p, q, c) as
     MAE's ``einsum('nchpwq->nhwpqc')``."""
-    b, h, w, c = images.shape
     p = patch_size
-    x = images.reshape(b, h // p, p, w // p, p, c)  # [B, gh, p, gw, q, C]
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, gw, p, q, C]
-    return x.reshape(b, (h // p) * (w // p), p * p * c)
+    return rearrange(images, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
 
 
 def unpatchify(patches, patch_size: int, grid_size, channels: int = 3):
     """[B, L, p*p*C] -> [B, H, W, C]; the inverse of ``patchify`` for a (gh, gw) grid."""
-    b = patches.shape[0]
     gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
     p = patch_size
-    x = patches.reshape(b, gh, gw, p, p, channels)  # [B, gh, gw, p, q, C]
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, p, gw, q, C]
-    return x.reshape(b, gh * p, gw * p, channels)
+    return rearrange(
+        patches, "b (h w) (p q c) -> b (h p) (w q) c", h=gh, w=gw, p=p, q=p, c=channels
+    )
 
 
 def random_masking(noise, keep: int):

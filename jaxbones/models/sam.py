@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.layers.activations import get_act
@@ -127,23 +128,19 @@ def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
 def window_partition(x, window: int):
     """[B, H, W, C] -> ([B * nW, window, window, C], (Hp, Wp)): zero-pads bottom/right to a
     multiple of ``window`` first (segment_anything ``window_partition``)."""
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     ph, pw = (-h) % window, (-w) % window
     if ph or pw:
         x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    hp, wp = h + ph, w + pw
-    x = x.reshape(b, hp // window, window, wp // window, window, c)
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, nH, nW, window, window, C]
-    return x.reshape(-1, window, window, c), (hp, wp)
+    windows = rearrange(x, "b (nh p) (nw q) c -> (b nh nw) p q c", p=window, q=window)
+    return windows, (h + ph, w + pw)
 
 
 def window_unpartition(windows, window: int, pad_hw, hw):
     """Inverse of ``window_partition``; crops the padding."""
     hp, wp = pad_hw
     h, w = hw
-    b = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    x = rearrange(windows, "(b nh nw) p q c -> b (nh p) (nw q) c", nh=hp // window, nw=wp // window)
     return x[:, :h, :w]
 
 

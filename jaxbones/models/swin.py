@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.layers import (
     LayerNorm,
@@ -96,18 +97,16 @@ def relative_position_index(win_h: int, win_w: int) -> np.ndarray:
 
 def window_partition(x, window: tuple[int, int]):
     """[B, H, W, C] -> [B * nW, wh * ww, C]; windows in row-major order, batch outermost."""
-    b, h, w, c = x.shape
     wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, c)
+    return rearrange(x, "b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c", wh=wh, ww=ww)
 
 
 def window_reverse(windows, window: tuple[int, int], h: int, w: int):
     """[B * nW, wh * ww, C] -> [B, H, W, C], the inverse of ``window_partition``."""
     wh, ww = window
-    c = windows.shape[-1]
-    x = windows.reshape(-1, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
+    return rearrange(
+        windows, "(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c", nh=h // wh, nw=w // ww, wh=wh
+    )
 
 
 def attention_mask(
