@@ -3,6 +3,7 @@
 
 import functools
 
+import chex
 import flax
 import flax.linen as nn
 import jax
@@ -11,7 +12,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TOL, assert_close, convert, images, randomize_, rel_err, to_nchw
+from helpers import (
+    TOL,
+    assert_close,
+    convert,
+    fast_jit,
+    images,
+    randomize_,
+    rel_err,
+    to_nchw,
+)
 
 import jaxbones
 from jaxbones.layers import (
@@ -164,6 +174,56 @@ def test_drop_path_rng_stream_and_scaling():
     np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75)
     with pytest.raises(flax.errors.InvalidRngError, match='PRNG for "drop_path"'):
         dp.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+
+
+def test_drop_path_at_rate_one_gives_zero_output_and_finite_gradients():
+    x = jnp.linspace(1.0, 2.0, 8).reshape(4, 2)
+    rngs = {"drop_path": jax.random.PRNGKey(0)}
+
+    def loss(x, rate):
+        return jnp.sum(DropPath(rate).apply({}, x, deterministic=False, rngs=rngs))
+
+    for rate in (1.0, jnp.float32(1.0)):  # static, and traced as under nn.scan
+        value, grad = jax.value_and_grad(loss)(x, rate)
+        assert float(value) == 0.0
+        np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+
+# tiny models with more than one block per scanned stack; the linear schedule reaches
+# drop_path_rate at the last block, so 1.0 drops it always
+_STACKS = {
+    "vit": ("vit_tiny_patch16_224", {"depth": 3, "img_size": 32}, (2, 32, 32, 3)),
+    "resnet": ("resnet18", {"layers": (3,)}, (2, 32, 32, 3)),  # one stage
+}
+
+
+@pytest.mark.parametrize("family", list(_STACKS))
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_drop_path_scanned_equals_unrolled_in_training(family, rate):
+    name, kw, shape = _STACKS[family]
+    x = images(shape)
+    unrolled = jaxbones.create_model(name, drop_path_rate=rate, **kw)
+    scanned = jaxbones.create_model(name, drop_path_rate=rate, scan=True, **kw)
+    variables = fast_jit(unrolled.init)(jax.random.PRNGKey(0), x)
+    to_scanned = jaxbones.convert.get_converter(family).to_scanned
+    rngs = {"drop_path": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}
+
+    def value_and_grad(model, variables):
+        def loss(params):
+            out = model.apply(
+                {**variables, "params": params}, x, train=True, rngs=rngs, mutable=["batch_stats"]
+            )[0]
+            return jnp.sum(jnp.square(out))
+
+        return fast_jit(jax.value_and_grad(loss))(variables["params"])
+
+    value_u, grads_u = value_and_grad(unrolled, variables)
+    value_s, grads_s = value_and_grad(scanned, to_scanned(variables, scanned))
+    chex.assert_tree_all_finite((value_u, grads_u, value_s, grads_s))
+    np.testing.assert_allclose(value_s, value_u, rtol=1e-5)
+    chex.assert_trees_all_close(
+        grads_s, to_scanned({"params": grads_u}, scanned)["params"], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_activations():

@@ -24,8 +24,14 @@ PARAM_COUNTS = {
     "mae_vit_huge_patch14_dec512d8b": 657_074_508,
 }
 PARITY_MODELS = list(PARAM_COUNTS)
+# the smoke test's input is img_size: 4x4 patches (56 px for patch 14)
 SMOKE_OVERRIDES = {
-    n: {"depth": 1, "decoder_depth": 1, "img_size": 64, "decoder_embed_dim": 64}
+    n: {
+        "depth": 1,
+        "decoder_depth": 1,
+        "img_size": 56 if "patch14" in n else 64,
+        "decoder_embed_dim": 64,
+    }
     for n in PARAM_COUNTS
 }
 

@@ -67,9 +67,11 @@ def test_forward_backward_every_model(name):
     """Every registered model runs forward and backward at a small input (gradients finite);
     deep variants at reduced depth (SMOKE_OVERRIDES) to keep compile time down on CI."""
     info = jaxbones.model_info(name)
-    model = jaxbones.create_model(name, **registered_in_tests()["smoke"].get(name, {}))
+    overrides = registered_in_tests()["smoke"].get(name, {})
+    model = jaxbones.create_model(name, **overrides)
     h, w, c = info["input_size"]
-    size = getattr(model, "smoke_size", None) or min(h, max(info["min_size"], 64))
+    # models built for one input size (ViT, Swin, MAE, SAM, CLIP) get it from their overrides
+    size = overrides.get("img_size") or min(h, max(info["min_size"], 64))
     x = jnp.ones((2, size, size if h == w else w, c))
     # one jitted init: eager init compiles every initializer op separately (seconds each)
     variables = fast_jit(lambda r: model.init(r, x))(jax.random.PRNGKey(0))

@@ -43,7 +43,8 @@ FULL_PARITY = ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch1
 REDUCED_PARITY = [n for n in PARAM_COUNTS if n not in FULL_PARITY]
 PARITY_MODELS = list(PARAM_COUNTS)
 # forward/backward smoke test at reduced size (full size is parity-tested)
-SMOKE_OVERRIDES = {n: {"depth": 2, "img_size": 64} for n in PARAM_COUNTS}
+# the smoke test's input is img_size: 4x4 patches (56 px for patch 14)
+SMOKE_OVERRIDES = {n: {"depth": 2, "img_size": 56 if "patch14" in n else 64} for n in PARAM_COUNTS}
 
 
 def timm_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

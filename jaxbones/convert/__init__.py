@@ -119,7 +119,7 @@ def from_torch(
         fresh = flatten(init_variables(name, seed, **unrolled))
         out = {k: out.get(k, fresh[k]) for k in shapes}
     variables = unflatten({k: jax.numpy.asarray(v) for k, v in out.items()})
-    if unrolled is not overrides and conv.to_scanned is not None:
+    if unrolled is not overrides and conv.scan_layout is not None:
         variables = conv.to_scanned(variables, model)
     return (variables, report) if return_report else variables
 
@@ -131,7 +131,7 @@ def to_torch(name: str, variables: Any, *, tensors: bool = False, **overrides: A
     conv = _converter_for(name)
     model = create_model(name, **overrides)
     unrolled = _unrolled_overrides(model, overrides)
-    if unrolled is not overrides and conv.to_unrolled is not None:
+    if unrolled is not overrides and conv.scan_layout is not None:
         variables = conv.to_unrolled(variables, model)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats", "buffers")}
     sd = {}

@@ -28,7 +28,7 @@ from jaxbones.convert.core import (
     add_num_batches_tracked,
     register_converter,
 )
-from jaxbones.layers.stack import stack_blocks, unstack_blocks
+from jaxbones.layers.stack import StackLayout
 
 
 def _t(w):
@@ -49,22 +49,12 @@ def _leaf_map(key, torch_module, ndim):
     return None
 
 
-def _towers(model):
-    # (path to the blocks' parent in params, depth) of the towers that have scanned blocks
-    out = [(("text",), model.text_layers)]
+def scan_layout(model) -> list[StackLayout]:
+    # the towers that have a transformer (the ModifiedResNet image tower has no scan)
+    out = [StackLayout("blocks", model.text_layers, path=("text",))]
     if not model.is_resnet:
-        out.append((("visual",), model.vision_layers))
+        out.append(StackLayout("blocks", model.vision_layers, path=("visual",)))
     return out
-
-
-def _restack(fn):
-    def apply(variables, model):
-        params = dict(variables["params"])
-        for path, depth in _towers(model):
-            params[path[0]] = fn(params[path[0]], "blocks", depth)
-        return {**variables, "params": params}
-
-    return apply
 
 
 register_converter(
@@ -86,7 +76,6 @@ register_converter(
         ignore=[r"(^|\.)num_batches_tracked$", r"(^|\.)attn_mask$"],
         leaf_map=_leaf_map,
         add_buffers=add_num_batches_tracked,
-        to_scanned=_restack(stack_blocks),
-        to_unrolled=_restack(unstack_blocks),
+        scan_layout=scan_layout,
     ),
 )

@@ -20,11 +20,13 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from flax import traverse_util
+
+from jaxbones.layers.stack import StackLayout, restack
 
 log = logging.getLogger("jaxbones.convert")
 
@@ -91,8 +93,9 @@ class Converter:
       leaf_map: ``(flax_key, torch_module, ndim) -> LeafMap | None``: special leaves.
       add_buffers: ``(state_dict, model) -> state_dict``: buffers PyTorch expects that Flax
         does not store (``to_torch``).
-      to_unrolled / to_scanned: ``(variables, model) -> variables`` for families with
-        ``scan=True``; conversion always maps the unrolled layout.
+      scan_layout: ``model -> [StackLayout]``, where the ``block_stack`` calls of a family
+        with ``scan=True`` keep their blocks; conversion always maps the unrolled layout and
+        ``to_scanned`` / ``to_unrolled`` restack it.
     """
 
     rules: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -100,8 +103,15 @@ class Converter:
     canonicalize: Callable[[dict, Any], dict] | None = None
     leaf_map: Callable[[FlaxKey, str, int], LeafMap | None] | None = None
     add_buffers: Callable[[dict, Any], dict] | None = None
-    to_unrolled: Callable[[dict, Any], dict] | None = None
-    to_scanned: Callable[[dict, Any], dict] | None = None
+    scan_layout: Callable[[Any], Sequence[StackLayout]] | None = None
+
+    def to_scanned(self, variables: dict, model) -> dict:
+        """Variables of the unrolled twin of ``model`` -> those of ``model`` (``scan=True``)."""
+        return restack(variables, self.scan_layout(model), scanned=True)
+
+    def to_unrolled(self, variables: dict, model) -> dict:
+        """Variables of ``model`` (``scan=True``) -> those of its unrolled twin."""
+        return restack(variables, self.scan_layout(model), scanned=False)
 
     def torch_module(self, module_path: tuple[str, ...]) -> str:
         path = ".".join(module_path)

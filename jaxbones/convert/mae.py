@@ -13,8 +13,8 @@ files are plain timm ViTs with ``global_pool='avg'`` (``fc_norm`` + ``head``): l
 from __future__ import annotations
 
 from jaxbones.convert.core import Converter, register_converter
-from jaxbones.convert.vit import _scan_layout
 from jaxbones.layers.pos_embed import sincos_2d_table
+from jaxbones.layers.stack import StackLayout
 
 
 def _fixed_tables(sd: dict, model) -> dict:
@@ -34,14 +34,18 @@ def _fixed_tables(sd: dict, model) -> dict:
     return out
 
 
-_to_scanned, _to_unrolled = _scan_layout(("blocks", "decoder_blocks"))
+def scan_layout(model) -> list[StackLayout]:
+    return [
+        StackLayout("blocks", model.depth),
+        StackLayout("decoder_blocks", model.decoder_depth),
+    ]
+
 
 register_converter(
     "mae",
     Converter(
         rules=[(r"^blocks_(\d+)", r"blocks.\1"), (r"^decoder_blocks_(\d+)", r"decoder_blocks.\1")],
         canonicalize=_fixed_tables,
-        to_scanned=_to_scanned,
-        to_unrolled=_to_unrolled,
+        scan_layout=scan_layout,
     ),
 )

@@ -1,15 +1,11 @@
 """torchvision / timm ResNet and timm ResNetV2 key layouts.
 
-Scanned models (``scan=True``) are converted through the unrolled layout: ``to_scanned``
-stacks blocks ``1..n-1`` of each stage (``layer2_1 .. layer2_3``) into ``layer2_rest`` with a
-leading [n-1] axis, in every collection (params and BatchNorm batch_stats); ``to_unrolled``
-is the inverse.
+Scanned models (``scan=True``) are converted through the unrolled layout: ``scan_layout``
+says blocks ``1..n-1`` of each stage (``layer2_1 .. layer2_3``) are ``layer2_rest`` with a
+leading [n-1] axis, in every collection (params and BatchNorm batch_stats).
 """
 
 from __future__ import annotations
-
-import jax
-import jax.numpy as jnp
 
 from jaxbones.convert.core import (
     Converter,
@@ -17,37 +13,18 @@ from jaxbones.convert.core import (
     add_num_batches_tracked,
     register_converter,
 )
+from jaxbones.layers.stack import StackLayout
 
 
-def _stage_prefixes(model) -> list[tuple[str, int]]:
+def scan_layout(model) -> list[StackLayout]:
     if hasattr(model, "channels"):  # ResNetV2
-        return [(f"stages_{i}_blocks", d) for i, d in enumerate(model.layers)]
-    return [(f"layer{i + 1}", d) for i, d in enumerate(model.layers)]
-
-
-def to_scanned(variables: dict, model) -> dict:
-    out = {}
-    for col, tree in variables.items():
-        tree = dict(tree)
-        for prefix, depth in _stage_prefixes(model):
-            if depth > 1:
-                rest = [tree.pop(f"{prefix}_{j}") for j in range(1, depth)]
-                tree[f"{prefix}_rest"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *rest)
-        out[col] = tree
-    return out
-
-
-def to_unrolled(variables: dict, model) -> dict:
-    out = {}
-    for col, tree in variables.items():
-        tree = dict(tree)
-        for prefix, depth in _stage_prefixes(model):
-            if depth > 1:
-                rest = tree.pop(f"{prefix}_rest")
-                for j in range(1, depth):
-                    tree[f"{prefix}_{j}"] = jax.tree_util.tree_map(lambda x, j=j: x[j - 1], rest)
-        out[col] = tree
-    return out
+        names = [f"stages_{i}_blocks" for i in range(len(model.layers))]
+    else:
+        names = [f"layer{i + 1}" for i in range(len(model.layers))]
+    return [
+        StackLayout(n, d - 1, start=1, stacked_name=f"{n}_rest")
+        for n, d in zip(names, model.layers)
+    ]
 
 
 register_converter(
@@ -55,8 +32,7 @@ register_converter(
     Converter(
         rules=[(r"layer(\d)_(\d+)", r"layer\1.\2"), (r"downsample_(\d)", r"downsample.\1")],
         add_buffers=add_num_batches_tracked,
-        to_scanned=to_scanned,
-        to_unrolled=to_unrolled,
+        scan_layout=scan_layout,
     ),
 )
 
@@ -83,7 +59,6 @@ register_converter(
         ],
         leaf_map=_v2_head,
         add_buffers=add_num_batches_tracked,
-        to_scanned=to_scanned,
-        to_unrolled=to_unrolled,
+        scan_layout=scan_layout,
     ),
 )

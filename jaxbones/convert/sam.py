@@ -15,7 +15,7 @@ antialias: detectron2's ViTDet ``get_abs_pos``), and each global block's ``rel_p
 ``get_rel_pos`` would do at run time with the full-size tables.
 
 ``scan=True`` models are converted through their unrolled twin; each run of windowed blocks
-``blocks_{i}..`` is restacked into ``scan_{i}`` (``windowed_runs``) and back.
+``blocks_{i}..`` is restacked into ``scan_{i}`` (``scan_layout``) and back.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 import re
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.convert.core import Converter, LeafMap, register_converter
 from jaxbones.layers.pos_embed import resample_grid
+from jaxbones.layers.stack import StackLayout
 from jaxbones.models.sam import resize_rel_pos, windowed_runs
 
 log = logging.getLogger("jaxbones.convert")
@@ -70,26 +69,13 @@ def resample_to_model(sd: dict, model) -> dict:
     return sd
 
 
-def _runs(model):
-    return windowed_runs(model.encoder_depth, model.encoder_global_attn_indexes)
-
-
-def _to_scanned(variables, model):
-    """Unrolled ``blocks_{i}`` -> ``scan_{start}`` stacks for each windowed run."""
-    enc = dict(variables["params"]["image_encoder"])
-    for start, n in _runs(model).items():
-        blocks = [enc.pop(f"blocks_{i}") for i in range(start, start + n)]
-        enc[f"scan_{start}"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks)
-    return {**variables, "params": {**variables["params"], "image_encoder": enc}}
-
-
-def _to_unrolled(variables, model):
-    enc = dict(variables["params"]["image_encoder"])
-    for start, n in _runs(model).items():
-        stacked = enc.pop(f"scan_{start}")
-        for j in range(n):
-            enc[f"blocks_{start + j}"] = jax.tree_util.tree_map(lambda x, j=j: x[j], stacked)
-    return {**variables, "params": {**variables["params"], "image_encoder": enc}}
+def scan_layout(model) -> list[StackLayout]:
+    """One stack ``scan_{start}`` per run of windowed blocks (``windowed_runs``)."""
+    runs = windowed_runs(model.encoder_depth, model.encoder_global_attn_indexes)
+    return [
+        StackLayout("blocks", n, start=start, stacked_name=f"scan_{start}", path=("image_encoder",))
+        for start, n in runs.items()
+    ]
 
 
 register_converter(
@@ -98,7 +84,6 @@ register_converter(
         rules=[(r"_(\d+)(?=\.|$)", r".\1"), (r"\.mlp\.fc([12])$", r".mlp.lin\1")],
         canonicalize=resample_to_model,
         leaf_map=_leaf_map,
-        to_scanned=_to_scanned,
-        to_unrolled=_to_unrolled,
+        scan_layout=scan_layout,
     ),
 )

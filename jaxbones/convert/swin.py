@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from jaxbones.convert.core import Converter, register_converter
-from jaxbones.layers.stack import stack_blocks, unstack_blocks
+from jaxbones.layers.stack import StackLayout
 
 _TABLE = "relative_position_bias_table"
 
@@ -156,18 +156,8 @@ def canonicalize(sd: dict, model) -> dict:
     return out
 
 
-def to_scanned(variables: dict, model) -> dict:
-    params = variables["params"]
-    for i, depth in enumerate(model.depths):
-        params = stack_blocks(params, f"layers_{i}_blocks", depth)
-    return {**variables, "params": params}
-
-
-def to_unrolled(variables: dict, model) -> dict:
-    params = variables["params"]
-    for i, depth in enumerate(model.depths):
-        params = unstack_blocks(params, f"layers_{i}_blocks", depth)
-    return {**variables, "params": params}
+def scan_layout(model) -> list[StackLayout]:
+    return [StackLayout(f"layers_{i}_blocks", d) for i, d in enumerate(model.depths)]
 
 
 register_converter(
@@ -180,7 +170,6 @@ register_converter(
         ],
         ignore=[r"relative_position_index$", r"attn_mask$"],
         canonicalize=canonicalize,
-        to_scanned=to_scanned,
-        to_unrolled=to_unrolled,
+        scan_layout=scan_layout,
     ),
 )

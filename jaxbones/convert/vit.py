@@ -12,7 +12,7 @@ import logging
 
 from jaxbones.convert.core import Converter, register_converter
 from jaxbones.layers.pos_embed import resample_abs_pos_embed
-from jaxbones.layers.stack import stack_blocks, unstack_blocks
+from jaxbones.layers.stack import StackLayout
 
 log = logging.getLogger("jaxbones.convert")
 
@@ -31,33 +31,15 @@ def resample_pos_embed_to_model(sd: dict, model, key: str = "pos_embed") -> dict
     return {**sd, key: resample_abs_pos_embed(v, (gh, gw), num_prefix_tokens=n_prefix)}
 
 
-def _scan_layout(prefixes: tuple[str, ...]):
-    def depth_of(model, prefix):
-        return model.decoder_depth if prefix.startswith("decoder") else model.depth
+def scan_layout(model) -> list[StackLayout]:
+    return [StackLayout("blocks", model.depth)]
 
-    def to_scanned(variables, model):
-        params = variables["params"]
-        for p in prefixes:
-            params = stack_blocks(params, p, depth_of(model, p))
-        return {**variables, "params": params}
-
-    def to_unrolled(variables, model):
-        params = variables["params"]
-        for p in prefixes:
-            params = unstack_blocks(params, p, depth_of(model, p))
-        return {**variables, "params": params}
-
-    return to_scanned, to_unrolled
-
-
-_to_scanned, _to_unrolled = _scan_layout(("blocks",))
 
 register_converter(
     "vit",
     Converter(
         rules=[(r"^blocks_(\d+)", r"blocks.\1")],
         canonicalize=resample_pos_embed_to_model,
-        to_scanned=_to_scanned,
-        to_unrolled=_to_unrolled,
+        scan_layout=scan_layout,
     ),
 )

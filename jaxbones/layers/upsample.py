@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from jax import lax
 
 from jaxbones.layers.conv import conv2d, conv_kernel_init
@@ -32,31 +33,26 @@ UPSAMPLE_MODES = ("transpose", "bilinear", "nearest", "pixel_shuffle")
 
 def pixel_shuffle(x, scale: int):
     """Depth-to-space as ``torch.nn.PixelShuffle(scale)``: [B, H, W, C*s*s] -> [B, H*s, W*s, C]."""
-    b, h, w, cs = x.shape
+    cs = x.shape[-1]
     s = scale
     if cs % (s * s):
         raise ValueError(
             f"pixel_shuffle({s}) needs channels divisible by {s * s}, got {cs}; make the "
             f"preceding conv output {s * s} * C channels"
         )
-    c = cs // (s * s)
-    x = x.reshape(b, h, w, c, s, s)  # channel index c*s*s + i*s + j, as PyTorch
-    x = x.transpose(0, 1, 4, 2, 5, 3)  # [B, H, i, W, j, C]
-    return x.reshape(b, h * s, w * s, c)
+    # channel index c*s*s + i*s + j, as PyTorch
+    return rearrange(x, "b h w (c i j) -> b (h i) (w j) c", i=s, j=s)
 
 
 def pixel_unshuffle(x, scale: int):
     """Space-to-depth as ``torch.nn.PixelUnshuffle(scale)``; the inverse of ``pixel_shuffle``."""
-    b, hs, ws, c = x.shape
+    hs, ws = x.shape[1:3]
     s = scale
     if hs % s or ws % s:
         raise ValueError(
             f"pixel_unshuffle({s}) needs height and width divisible by {s}, got {hs}x{ws}"
         )
-    h, w = hs // s, ws // s
-    x = x.reshape(b, h, s, w, s, c)  # [B, H, i, W, j, C]
-    x = x.transpose(0, 1, 3, 5, 2, 4)  # [B, H, W, C, i, j]
-    return x.reshape(b, h, w, c * s * s)
+    return rearrange(x, "b (h i) (w j) c -> b h w (c i j)", i=s, j=s)
 
 
 def resize(x, scale: int, method: str = "bilinear"):

@@ -34,11 +34,13 @@ from jaxbones.constants import CLIP_MEAN, CLIP_STD
 from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import conv2d
+from jaxbones.layers.drop import drop_path_rates
 from jaxbones.layers.norm import BatchNorm, LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d
-from jaxbones.models.vit import Block, transformer_stack
+from jaxbones.layers.stack import block_stack
+from jaxbones.models.vit import Block
 from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
@@ -146,14 +148,15 @@ class CLIPVisionTransformer(nn.Module):
             self.dtype,
             self.param_dtype,
         )
-        rates = [self.drop_path_rate * i / max(self.layers - 1, 1) for i in range(self.layers)]
-        x, _ = transformer_stack(
+        x, _ = block_stack(
+            self,
             block,
             x,
             depth=self.layers,
             name="blocks",
+            args=(not train,),
             deterministic=not train,
-            drop_path=rates,
+            drop_path=drop_path_rates(self.drop_path_rate, [self.layers])[0],
             scan=self.scan,
             remat_policy=self.remat_policy,
         )
@@ -362,11 +365,13 @@ class CLIPTextTransformer(nn.Module):
             self.dtype,
             self.param_dtype,
         )
-        x, _ = transformer_stack(
+        x, _ = block_stack(
+            self,
             block,
             x,
             depth=self.layers,
             name="blocks",
+            args=(not train,),
             deterministic=not train,
             scan=self.scan,
             remat_policy=self.remat_policy,
@@ -440,10 +445,6 @@ class CLIP(nn.Module):
     @property
     def default_input_size(self) -> tuple[int, int, int]:
         return self.img_size, self.img_size, self.in_chans
-
-    @property
-    def smoke_size(self) -> int:
-        return self.img_size
 
     def setup(self):
         act = "quick_gelu" if self.quick_gelu else "gelu"

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
@@ -36,7 +37,8 @@ from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
-from jaxbones.models.vit import Block, transformer_stack
+from jaxbones.layers.stack import block_stack
+from jaxbones.models.vit import Block
 from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
@@ -48,21 +50,17 @@ FIXED_PARAMS = ("pos_embed", "decoder_pos_embed")
 def patchify(images, patch_size: int):
     """[B, H, W, C] -> [B, L, p*p*C], patches row-major, each patch flattened (p, q, c) as
     MAE's ``einsum('nchpwq->nhwpqc')``."""
-    b, h, w, c = images.shape
     p = patch_size
-    x = images.reshape(b, h // p, p, w // p, p, c)  # [B, gh, p, gw, q, C]
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, gw, p, q, C]
-    return x.reshape(b, (h // p) * (w // p), p * p * c)
+    return rearrange(images, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
 
 
 def unpatchify(patches, patch_size: int, grid_size, channels: int = 3):
     """[B, L, p*p*C] -> [B, H, W, C]; the inverse of ``patchify`` for a (gh, gw) grid."""
-    b = patches.shape[0]
     gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
     p = patch_size
-    x = patches.reshape(b, gh, gw, p, p, channels)  # [B, gh, gw, p, q, C]
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, p, gw, q, C]
-    return x.reshape(b, gh * p, gw * p, channels)
+    return rearrange(
+        patches, "b (h w) (p q c) -> b (h p) (w q) c", h=gh, w=gw, p=p, q=p, c=channels
+    )
 
 
 def random_masking(noise, keep: int):
@@ -195,10 +193,6 @@ class MaskedAutoencoderViT(nn.Module):
         s = self.grid_size[0] * self.patch_size
         return s, s, self.in_chans
 
-    @property
-    def smoke_size(self) -> int:
-        return self.default_input_size[0]
-
     def _block(self, num_heads: int):
         return functools.partial(
             Block,
@@ -264,11 +258,13 @@ class MaskedAutoencoderViT(nn.Module):
         x = jnp.take_along_axis(x, ids_keep[..., None], axis=1)  # [B, keep, D]
         cls = (cls.astype(dt) + pos[:, :1]).astype(dt)
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)  # [B, 1 + keep, D]
-        x, _ = transformer_stack(
+        x, _ = block_stack(
+            self,
             self._block(self.num_heads),
             x,
             depth=self.depth,
             name="blocks",
+            args=(deterministic,),
             deterministic=deterministic,
             drop_path=drop_path_rates(self.drop_path_rate, [self.depth])[0],
             scan=self.scan,
@@ -296,11 +292,13 @@ class MaskedAutoencoderViT(nn.Module):
             self.param_dtype,
         )
         y = y + jax.lax.stop_gradient(dpos).astype(y.dtype)
-        y, _ = transformer_stack(
+        y, _ = block_stack(
+            self,
             self._block(self.decoder_num_heads),
             y,
             depth=self.decoder_depth,
             name="decoder_blocks",
+            args=(deterministic,),
             deterministic=deterministic,
             scan=self.scan,
             remat_policy=self.remat_policy,

@@ -20,19 +20,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxbones.layers import (
     BatchNorm,
-    DropPath,
     check_input,
     conv2d,
+    drop_path,
     drop_path_rates,
     max_pool2d,
 )
 from jaxbones.layers.param_groups import ParamGroups
-from jaxbones.layers.stack import remat
+from jaxbones.layers.stack import block_stack, remat
 from jaxbones.models._features import classifier_head, select_levels
 from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
@@ -63,48 +62,28 @@ def _conv(mod, features, k, stride=1, groups=1, name=None, zero=False):
     )
 
 
-def _drop_path(mod: nn.Module, y, static_rate: float, rate, train: bool):
-    """Stochastic depth: ``DropPath(static_rate)`` unrolled; under ``scan`` ``rate`` is the
-    block's traced rate (a scanned input; None when every scanned rate is 0)."""
-    if rate is None:
-        return DropPath(static_rate)(y, deterministic=not train)
-    if not train:
-        return y
-    keep = 1.0 - rate  # traced scalar
-    mask = jax.random.bernoulli(mod.make_rng("drop_path"), keep, (y.shape[0], 1, 1, 1))
-    # 0 (not nan) where keep == 0: a block whose rate is 1 is always dropped
-    scale = jnp.where(mask, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0).astype(y.dtype)
-    return y * scale
-
-
 def _stage(mod, block_cls, x, train: bool, *, name: str, rates, common: dict, first, rest):
     """One stage of ``len(rates)`` blocks built by ``block_cls(**common, **first|rest)``:
     block 0 (``{name}_0``: ``first``, the stride / projection one) then blocks 1..n-1
     (``rest``), unrolled (``{name}_1`` ...) or, with ``mod.scan``, one ``nn.scan`` named
     ``{name}_rest`` whose params and batch_stats have a leading [n-1] axis."""
-    depth = len(rates)
     # train is the 2nd call argument (self is 0): static for remat
     cls = remat(block_cls, mod.remat_policy, static_argnums=(2,))
     x = cls(**common, **first, drop_path=rates[0], name=f"{name}_0")(x, train)
-    kwargs = {**common, **rest}
-    if not mod.scan:
-        for j in range(1, depth):
-            x = cls(**kwargs, drop_path=rates[j], name=f"{name}_{j}")(x, train)
-        return x
-    if depth == 1:
-        return x
-    use_rates = train and any(r > 0 for r in rates[1:])
-
-    def body(blk, carry, rate):
-        return blk(carry, train, rate if use_rates else None), None
-
-    scanned = nn.scan(
-        body,
-        variable_axes={"params": 0, "batch_stats": 0},
-        split_rngs={"params": True, "dropout": True, "drop_path": True},
-        length=depth - 1,
+    x, _ = block_stack(
+        mod,
+        functools.partial(block_cls, **common, **rest),
+        x,
+        name=name,
+        depth=len(rates) - 1,
+        scan=mod.scan,
+        args=(train,),
+        deterministic=not train,
+        drop_path=rates[1:],
+        remat_policy=mod.remat_policy,
+        start=1,
+        stacked_name=f"{name}_rest",
     )
-    x, _ = scanned(cls(**kwargs, name=f"{name}_rest"), x, jnp.asarray(rates[1:], jnp.float32))
     return x
 
 
@@ -116,8 +95,9 @@ class BasicBlock(nn.Module):
       1x1-conv + BN projection shortcut; drop_path: stochastic depth rate;
       zero_init_last: initialise ``bn2.scale`` to zero; dtype, param_dtype.
 
-    Call: ``(x, train, drop_path_rate=None)``; ``drop_path_rate`` (traced) replaces
-    ``drop_path`` under ``scan``.
+    Call: ``(x, train, drop_path_rate=None, drop_path_key=None)``; ``drop_path_rate``
+    (traced) replaces ``drop_path`` under ``scan``; ``drop_path_key`` is the key
+    ``block_stack`` hands each block.
     """
 
     planes: int
@@ -132,7 +112,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x, train: bool = False, drop_path_rate=None):
+    def __call__(self, x, train: bool = False, drop_path_rate=None, drop_path_key=None):
         shortcut = x
         y = _conv(self, self.planes, 3, self.stride, name="conv1")(x)
         y = nn.relu(_bn(self, "bn1")(y, train))
@@ -141,7 +121,8 @@ class BasicBlock(nn.Module):
         if self.downsample:
             shortcut = _conv(self, self.planes, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train, key=drop_path_key)
         return nn.relu(y + shortcut)
 
 
@@ -164,7 +145,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x, train: bool = False, drop_path_rate=None):
+    def __call__(self, x, train: bool = False, drop_path_rate=None, drop_path_key=None):
         width = int(self.planes * (self.base_width / 64.0)) * self.groups
         out = self.planes * self.expansion
         shortcut = x
@@ -177,7 +158,8 @@ class Bottleneck(nn.Module):
         if self.downsample:
             shortcut = _conv(self, out, 1, self.stride, name="downsample_0")(x)
             shortcut = _bn(self, "downsample_1")(shortcut, train)
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train, key=drop_path_key)
         return nn.relu(y + shortcut)
 
 
@@ -300,7 +282,7 @@ class PreActBottleneck(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False, drop_path_rate=None):
+    def __call__(self, x, train: bool = False, drop_path_rate=None, drop_path_key=None):
         mid = self.features // 4
         x_pre = nn.relu(_bn(self, "norm1")(x, train))
         shortcut = x
@@ -311,7 +293,8 @@ class PreActBottleneck(nn.Module):
         y = _conv(self, self.features, 1, name="conv3", zero=self.zero_init_last)(
             nn.relu(_bn(self, "norm3")(y, train))
         )
-        y = _drop_path(self, y, self.drop_path, drop_path_rate, train)
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        y = drop_path(self, y, rate, not train, key=drop_path_key)
         return y + shortcut
 
 

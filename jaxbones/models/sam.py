@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.layers.activations import get_act
@@ -45,7 +46,7 @@ from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.stack import remat
+from jaxbones.layers.stack import block_stack
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
 from jaxbones.registry import register_model, register_pretrained
 
@@ -128,23 +129,19 @@ def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
 def window_partition(x, window: int):
     """[B, H, W, C] -> ([B * nW, window, window, C], (Hp, Wp)): zero-pads bottom/right to a
     multiple of ``window`` first (segment_anything ``window_partition``)."""
-    b, h, w, c = x.shape
+    h, w = x.shape[1:3]
     ph, pw = (-h) % window, (-w) % window
     if ph or pw:
         x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    hp, wp = h + ph, w + pw
-    x = x.reshape(b, hp // window, window, wp // window, window, c)
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, nH, nW, window, window, C]
-    return x.reshape(-1, window, window, c), (hp, wp)
+    windows = rearrange(x, "b (nh p) (nw q) c -> (b nh nw) p q c", p=window, q=window)
+    return windows, (h + ph, w + pw)
 
 
 def window_unpartition(windows, window: int, pad_hw, hw):
     """Inverse of ``window_partition``; crops the padding."""
     hp, wp = pad_hw
     h, w = hw
-    b = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.reshape(b, hp // window, wp // window, window, window, -1)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    x = rearrange(windows, "(b nh nw) p q c -> b (nh p) (nw q) c", nh=hp // window, nw=wp // window)
     return x[:, :h, :w]
 
 
@@ -317,7 +314,6 @@ class SamImageEncoder(nn.Module):
                 "pos_embed", nn.initializers.zeros, (1, g, g, self.embed_dim), self.param_dtype
             )
             x = x + pos.astype(x.dtype)
-        block = remat(SamBlock, self.remat_policy)
         cfg = dict(
             mlp_ratio=self.mlp_ratio,
             qkv_bias=self.qkv_bias,
@@ -330,21 +326,21 @@ class SamImageEncoder(nn.Module):
         runs = windowed_runs(self.depth, self.global_attn_indexes) if self.scan else {}
         i = 0
         while i < self.depth:
-            if i in runs:  # identical windowed blocks i .. i + n - 1: one scanned subtree
-                n = runs[i]
-                scanned = nn.scan(
-                    lambda mdl, carry, _: (mdl(carry), None),
-                    variable_axes={"params": 0},
-                    split_rngs={"params": True},
-                    length=n,
-                )
-                blk = block(self.num_heads, window_size=self.window_size, name=f"scan_{i}", **cfg)
-                x, _ = scanned(blk, x, None)
-                i += n
-                continue
+            # a run of identical windowed blocks i .. i + n - 1 is one scanned subtree
+            n = runs.get(i, 1)
             window = 0 if i in self.global_attn_indexes else self.window_size
-            x = block(self.num_heads, window_size=window, name=f"blocks_{i}", **cfg)(x)
-            i += 1
+            x, _ = block_stack(
+                self,
+                functools.partial(SamBlock, num_heads=self.num_heads, window_size=window, **cfg),
+                x,
+                name="blocks",
+                depth=n,
+                scan=i in runs,
+                remat_policy=self.remat_policy,
+                start=i,
+                stacked_name=f"scan_{i}",
+            )
+            i += n
         # neck: LayerNorm2d(eps=1e-6) on NHWC is a LayerNorm over channels
         x = conv2d(self.out_chans, 1, padding=0, name="neck_0", **kw)(x)
         x = LayerNorm(1e-6, name="neck_1", **kw)(x)
@@ -769,10 +765,6 @@ class Sam(nn.Module):
     @property
     def default_input_size(self) -> tuple[int, int, int]:
         return self.img_size, self.img_size, self.in_chans
-
-    @property
-    def smoke_size(self) -> int:
-        return self.img_size
 
     def setup(self):
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}

@@ -23,21 +23,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 
 from jaxbones.layers import (
-    DropPath,
     LayerNorm,
     Mlp,
+    block_stack,
     check_input,
     conv2d,
     dense_init,
     dot_product_attention,
+    drop_path,
     drop_path_rates,
     global_pool,
-    remat,
 )
 from jaxbones.layers.param_groups import ParamGroups, staged_layer_ids
 from jaxbones.models._pretrained import timm_hub
@@ -99,18 +99,16 @@ def relative_position_index(win_h: int, win_w: int) -> np.ndarray:
 
 def window_partition(x, window: tuple[int, int]):
     """[B, H, W, C] -> [B * nW, wh * ww, C]; windows in row-major order, batch outermost."""
-    b, h, w, c = x.shape
     wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, c)
+    return rearrange(x, "b (nh wh) (nw ww) c -> (b nh nw) (wh ww) c", wh=wh, ww=ww)
 
 
 def window_reverse(windows, window: tuple[int, int], h: int, w: int):
     """[B * nW, wh * ww, C] -> [B, H, W, C], the inverse of ``window_partition``."""
     wh, ww = window
-    c = windows.shape[-1]
-    x = windows.reshape(-1, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
+    return rearrange(
+        windows, "(b nh nw) (wh ww) c -> b (nh wh) (nw ww) c", nh=h // wh, nw=w // ww, wh=wh
+    )
 
 
 def attention_mask(
@@ -135,16 +133,6 @@ def attention_mask(
 
 
 # ----------------------------------------------------------------------------- modules
-
-
-def _drop_path_traced(mod: nn.Module, x, rate, deterministic: bool):
-    # Stochastic depth whose rate is a traced scalar (scanned blocks get their rate as a
-    # scanned input); same semantics as ``DropPath`` (scale kept samples by 1 / keep).
-    if deterministic:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(mod.make_rng("drop_path"), keep, (x.shape[0],) + (1,) * 3)
-    return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
 
 
 class SwinPatchEmbed(nn.Module):
@@ -235,9 +223,11 @@ class SwinBlock(nn.Module):
       num_heads, window_size: (h, w), shift_size: (h, w) cyclic shift (0: W-MSA).
       mlp_ratio, qkv_bias, proj_drop, drop_path (rate), attn_implementation, dtype,
       param_dtype.
-      scanned: under ``nn.scan``: ``shift_size`` is the stage's shift and ``step['shift']``
-        (0/1, traced) switches it on, ``step['drop_path']`` (traced, optional) is the rate;
-        returns ``(x, None)``.
+
+    Call: ``(x, deterministic, shift=None, drop_path_rate=None, drop_path_key=None)``. Under
+    ``scan`` ``shift_size`` is the stage's shift and ``shift`` (traced 0/1) switches it on per
+    block, and ``drop_path_rate`` (traced) replaces ``drop_path``; ``drop_path_key`` is the
+    key ``block_stack`` hands each block.
     """
 
     num_heads: int
@@ -248,16 +238,22 @@ class SwinBlock(nn.Module):
     proj_drop: float = 0.0
     drop_path: float = 0.0
     attn_implementation: str | None = None
-    scanned: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, step=None, deterministic: bool = True):
+    def __call__(
+        self,
+        x,
+        deterministic: bool = True,
+        shift=None,
+        drop_path_rate=None,
+        drop_path_key=None,
+    ):
         _, h, w, c = x.shape
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        shift = self.shift_size
-        on = step["shift"] if self.scanned else None  # traced 0/1 under scan
+        shift, on = self.shift_size, shift
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
         mask = attention_mask(h, w, self.window_size, shift)  # numpy constant or None
         if mask is not None and on is not None:
             mask = jnp.asarray(mask) * on.astype(jnp.float32)
@@ -279,18 +275,10 @@ class SwinBlock(nn.Module):
         if any(shift):
             s = shift if on is None else (shift[0] * on, shift[1] * on)
             y = jnp.roll(y, s, axis=(1, 2))  # undo the shift
-        x = x + self._drop_path(y, step, deterministic)
+        x = x + drop_path(self, y, rate, deterministic, key=drop_path_key)
         y = LayerNorm(LN_EPS, name="norm2", **kw)(x)
         y = Mlp(int(c * self.mlp_ratio), drop=self.proj_drop, name="mlp", **kw)(y, deterministic)
-        x = x + self._drop_path(y, step, deterministic)
-        return (x, None) if self.scanned else x
-
-    def _drop_path(self, y, step, deterministic):
-        if not self.scanned:
-            return DropPath(self.drop_path)(y, deterministic)
-        if "drop_path" not in step:
-            return y
-        return _drop_path_traced(self, y, step["drop_path"], deterministic)
+        return x + drop_path(self, y, rate, deterministic, key=drop_path_key, branch=1)
 
 
 class PatchMerging(nn.Module):
@@ -365,10 +353,6 @@ class SwinTransformer(nn.Module):
     def default_input_size(self) -> tuple[int, int, int]:
         h, w = _pair(self.img_size)
         return (h, w, self.in_chans)
-
-    @property
-    def smoke_size(self) -> int:
-        return _pair(self.img_size)[0]
 
     @property
     def num_features(self) -> int:
@@ -466,31 +450,22 @@ class SwinTransformer(nn.Module):
                 "attn_implementation": self.attn_implementation,
                 **kw,
             }
-            # static_argnums counts self: (self, x, step, deterministic)
-            block_cls = remat(SwinBlock, self.remat_policy, static_argnums=(3,))
             depth = self.depths[i]
-            if self.scan:
-                step = {"shift": jnp.arange(depth, dtype=jnp.int32) % 2}  # SW-MSA in odd blocks
-                if any(dprs[i]):
-                    step["drop_path"] = jnp.asarray(dprs[i], jnp.float32)
-                stage = nn.scan(
-                    block_cls,
-                    variable_axes={"params": 0},
-                    split_rngs={"params": True, "dropout": True, "drop_path": True},
-                    in_axes=(0, nn.broadcast),
-                    length=depth,
-                )
-                x, _ = stage(
-                    shift_size=spec["shift"], scanned=True, name=f"layers_{i}_blocks", **block_kw
-                )(x, step, not train)
-            else:
-                for j in range(depth):
-                    x = block_cls(
-                        shift_size=spec["shift"] if j % 2 else (0, 0),
-                        drop_path=dprs[i][j],
-                        name=f"layers_{i}_blocks_{j}",
-                        **block_kw,
-                    )(x, None, not train)
+            x, _ = block_stack(
+                self,
+                functools.partial(SwinBlock, shift_size=spec["shift"], **block_kw),
+                x,
+                name=f"layers_{i}_blocks",
+                depth=depth,
+                scan=self.scan,
+                args=(not train,),
+                deterministic=not train,
+                drop_path=dprs[i],
+                remat_policy=self.remat_policy,
+                # W-MSA in even blocks, SW-MSA in odd ones
+                block_kwargs=[{} if j % 2 else {"shift_size": (0, 0)} for j in range(depth)],
+                scanned_inputs={"shift": jnp.arange(depth, dtype=jnp.int32) % 2},
+            )
             feats.append(x)
         if self.features_only:
             return [feats[i] for i in self.out_indices]

@@ -14,35 +14,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
-from jaxbones.layers.drop import drop_path_rates
+from jaxbones.layers.drop import drop_path, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.stack import remat
+from jaxbones.layers.stack import block_stack
 from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
-
-
-def _drop_path(module: nn.Module, x, rate, deterministic: bool):
-    """Per-sample stochastic depth with a static or traced ``rate`` (traced under ``scan``,
-    where each block's rate is a scanned input); 'drop_path' RNG stream, scale by 1/keep."""
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
-        return x
-    keep = 1.0 - jnp.asarray(rate, jnp.float32)
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    mask = jax.random.bernoulli(module.make_rng("drop_path"), keep, shape)
-    # mask / keep with 0 (not nan) where keep == 0: a block whose rate is 1 is always dropped
-    scale = jnp.where(mask, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0).astype(x.dtype)
-    return x * scale
 
 
 class Block(nn.Module):
@@ -54,8 +40,9 @@ class Block(nn.Module):
       num_heads; mlp_ratio: MLP hidden width / dim; qkv_bias; act: MLP activation (exact
       GELU); norm_eps: LayerNorm epsilon (1e-6 for ViT/MAE); proj_drop: dropout after the
       attention projection and in the MLP; attn_drop: attention-probability dropout;
-      drop_path: stochastic-depth rate (overridden per call by ``drop_path_rate`` under
-      ``scan``); attn_implementation: kernel for ``dot_product_attention``;
+      drop_path: stochastic-depth rate (``drop_path_rate``, traced, replaces it under
+      ``scan``; ``drop_path_key`` is the key ``block_stack`` hands each block);
+      attn_implementation: kernel for ``dot_product_attention``;
       causal: mask attention to earlier tokens (CLIP's text tower);
       dtype, param_dtype.
     """
@@ -74,7 +61,7 @@ class Block(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True, drop_path_rate=None):
+    def __call__(self, x, deterministic: bool = True, drop_path_rate=None, drop_path_key=None):
         rate = self.drop_path if drop_path_rate is None else drop_path_rate
         dim = x.shape[-1]
         n = x.shape[1]
@@ -93,7 +80,7 @@ class Block(nn.Module):
             param_dtype=self.param_dtype,
             name="attn",
         )(norm(name="norm1")(x), deterministic, mask=mask)
-        x = x + _drop_path(self, y, rate, deterministic)
+        x = x + drop_path(self, y, rate, deterministic, key=drop_path_key)
         y = Mlp(
             int(dim * self.mlp_ratio),
             act=self.act,
@@ -102,64 +89,7 @@ class Block(nn.Module):
             param_dtype=self.param_dtype,
             name="mlp",
         )(norm(name="norm2")(x), deterministic)
-        return x + _drop_path(self, y, rate, deterministic)
-
-
-def transformer_stack(
-    block: Callable[..., nn.Module],
-    x,
-    *,
-    depth: int,
-    name: str,
-    deterministic: bool,
-    drop_path: Sequence[float] | None = None,
-    scan: bool = False,
-    remat_policy: str = "none",
-    collect: Sequence[int] = (),
-):
-    """Runs ``depth`` blocks built by ``block(drop_path=..., name=...)`` (a partial of a block
-    class whose call is ``(x, deterministic, drop_path_rate=None)``), unrolled or scanned.
-
-    Call it inside the parent's ``@nn.compact`` method: the blocks become the parent's
-    submodules ``{name}_0 .. {name}_{depth-1}`` (unrolled) or one ``{name}`` subtree whose
-    leaves have a leading [depth] axis (``scan=True``, the layout ``stack_blocks`` produces).
-    Under ``scan`` the per-block drop-path rates are scanned inputs, so the linear schedule
-    still varies per block, and 'params'/'dropout'/'drop_path' RNGs are split per block.
-    ``remat_policy`` is a name from ``jaxbones.layers.REMAT_POLICIES``.
-
-    Returns ``(x, outputs)`` where ``outputs`` lists the outputs of the blocks in ``collect``
-    (0-based indices, in the given order).
-    """
-    rates = list(drop_path) if drop_path is not None else [0.0] * depth
-    if len(rates) != depth:
-        raise ValueError(f"{len(rates)} drop-path rates for {depth} blocks")
-    cls = block.func if isinstance(block, functools.partial) else block
-    kwargs = dict(block.keywords) if isinstance(block, functools.partial) else {}
-    # deterministic is the 2nd call argument (self is 0): static for remat
-    block_cls = remat(cls, remat_policy, static_argnums=(2,))
-    if not scan:
-        outputs = {}
-        for i in range(depth):
-            x = block_cls(**kwargs, drop_path=rates[i], name=f"{name}_{i}")(x, deterministic)
-            if i in collect:
-                outputs[i] = x
-        return x, [outputs[i] for i in collect]
-
-    use_rates = any(r > 0 for r in rates) and not deterministic
-    keep = bool(collect)
-
-    def body(mdl, carry, rate):
-        y = mdl(carry, deterministic, rate if use_rates else None)
-        return y, (y if keep else None)
-
-    scanned = nn.scan(
-        body,
-        variable_axes={"params": 0},
-        split_rngs={"params": True, "dropout": True, "drop_path": True},
-        length=depth,
-    )
-    x, ys = scanned(block_cls(**kwargs, name=name), x, jnp.asarray(rates, jnp.float32))
-    return x, [ys[i] for i in collect]  # ys: [depth, B, L, D]
+        return x + drop_path(self, y, rate, deterministic, key=drop_path_key, branch=1)
 
 
 def _select_indices(indices: Sequence[int], depth: int) -> list[int]:
@@ -237,10 +167,6 @@ class VisionTransformer(nn.Module):
         return gh * self.patch_size, gw * self.patch_size, self.in_chans
 
     @property
-    def smoke_size(self) -> int:
-        return self.default_input_size[0]
-
-    @property
     def num_prefix_tokens(self) -> int:
         return 1 if self.class_token else 0
 
@@ -315,11 +241,13 @@ class VisionTransformer(nn.Module):
         x = nn.Dropout(self.pos_drop_rate)(x, deterministic)
 
         collect = _select_indices(self.out_indices, self.depth) if self.features_only else []
-        x, feats = transformer_stack(
+        x, feats = block_stack(
+            self,
             self._block(),
             x,
             depth=self.depth,
             name="blocks",
+            args=(deterministic,),
             deterministic=deterministic,
             drop_path=drop_path_rates(self.drop_path_rate, [self.depth])[0],
             scan=self.scan,
@@ -426,7 +354,7 @@ for _name, _size, _patch, _img, _extra in _VARIANTS:
         param_groups=PARAM_GROUPS,
     )
 
-__all__ = ["Block", "VisionTransformer", "transformer_stack"]
+__all__ = ["Block", "VisionTransformer"]
 
 
 # ---------------------------------------------------------------------------------------------
