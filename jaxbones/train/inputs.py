@@ -6,7 +6,9 @@ with a seed-derived permutation, and has ``get_state`` / ``set_state`` (a dict w
 position), so a resumed run sees the same batches. ``ArrayEvalIterable`` is the single-pass
 eval counterpart (padded last batch, ``valid`` mask). ``synthetic(...)``: random images
 whose labels come from a fixed random linear map (learnable; for tests and benchmarks).
-``make_iterators(config)``: (train_iter, eval_iterable, info) for a config.
+``make_iterators(config)``: (train_iter, eval_iterable, info) for a config; image size,
+normalisation and the eval resize come from ``jaxbones.train.pretrained.data_settings``
+(the run's values, else the pretrained tag's, else the registry entry's).
 """
 
 from __future__ import annotations
@@ -99,14 +101,18 @@ def synthetic(
 
 def make_iterators(config, num_classes_hint: int = 10):
     """(train_iter, eval_iterable, info) for ``config`` (see the module docstring)."""
+    from jaxbones.train.pretrained import data_settings
+
+    settings = data_settings(config)
+    size = settings["image_size"]
     gbs = config.global_batch_size
     ebs = config.eval_batch_size if config.eval_batch_size > 0 else gbs
     if config.dataset.startswith("synthetic"):
         k = config.num_classes if config.num_classes > 0 else num_classes_hint
         n = config.synthetic_size
         smooth = config.task == "mae"
-        tr = synthetic(n, config.image_size, k, seed=config.seed, smooth=smooth)
-        te = synthetic(max(n // 4, ebs), config.image_size, k, seed=config.seed + 1, smooth=smooth)
+        tr = synthetic(n, size, k, seed=config.seed, smooth=smooth)
+        te = synthetic(max(n // 4, ebs), size, k, seed=config.seed + 1, smooth=smooth)
         if config.task == "mae":
             tr.pop("label"), te.pop("label")
         info = {"num_classes": k, "splits": {"train": n, "test": len(te["image"])}}
@@ -122,11 +128,11 @@ def make_iterators(config, num_classes_hint: int = 10):
     info = data.dataset_info(config.dataset, data_dir=data_dir)
     task = {"linprobe": "classification"}.get(config.task, config.task)
     common = {
-        "image_size": config.image_size,
+        "image_size": size,
         "task": task,
         "data_dir": data_dir,
-        "mean": tuple(config.mean),
-        "std": tuple(config.std),
+        "mean": settings["mean"],
+        "std": settings["std"],
     }
     train_iter = data.make_train_iterator(
         config.dataset,
@@ -143,7 +149,9 @@ def make_iterators(config, num_classes_hint: int = 10):
             config.dataset,
             split=config.eval_split,
             global_batch_size=ebs,
-            crop_pct=config.crop_pct,
+            crop_pct=settings["crop_pct"],
+            interpolation=settings["interpolation"],
+            crop_mode=settings["crop_mode"],
             **common,
         )
     return train_iter, eval_iter, info

@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxbones.train import checkpoint as ckpt_lib
-from jaxbones.train import inputs, optim, sharding
+from jaxbones.train import inputs, optim, pretrained, sharding
 from jaxbones.train.logger import MetricLogger, peak_flops, step_cost
 from jaxbones.train.step import create_state, make_eval_step, make_train_step
 from jaxbones.train.tasks import get_task
@@ -111,6 +111,9 @@ def evaluate(eval_fn, state, eval_iter, mesh, task):
 def run(config, train_iter=None, eval_iter=None) -> dict:
     """Trains ``config``; optional iterators replace the ones built from the config."""
     setup_compile_cache(config.compile_cache)
+    # the model and the unset data settings come from the pretrained tag or registry entry
+    settings = pretrained.data_settings(config)
+    config = pretrained.resolve_config(config)
     main = jax.process_index() == 0
     task = get_task(config.task)
     sharding.check_batch_size(config.global_batch_size, config.accum_steps)
@@ -133,6 +136,7 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
         f"/device, accum_steps {config.accum_steps}; {num_steps} steps "
         f"({steps_per_epoch}/epoch), sharding {config.sharding}"
     )
+    logger.info(pretrained.format_settings(settings))
 
     # Model, optimiser and the state, initialised straight into its shardings.
     channels = int(info.get("image_shape", (0, 0, 3))[-1]) if info else 3
@@ -185,6 +189,10 @@ def run(config, train_iter=None, eval_iter=None) -> dict:
             state = state.replace(ema_params=jax.tree_util.tree_map(jnp.copy, params))
         logger.info(f"init_from {config.init_from}: {report}")
         init_report = report
+    if start == 0 and config.pretrained:
+        state, init_report = pretrained.init_from_pretrained(
+            state, config, task, num_classes, channels
+        )
 
     # Compile ahead of time: one trace (asserted), compile time and FLOPs for MFU.
     step_fn = make_train_step(task, model, tx, schedule, config, mesh)
