@@ -1,9 +1,19 @@
-"""Pretrained tags in use: the data settings they imply (eval transform vs timm's)."""
+"""Pretrained tags in use: the data settings they imply (eval transform vs timm's),
+``scripts.validate`` end to end, and the three modes of ``experiments/finetune.py``.
+
+Tags are registered for the test and point at checkpoints written here from randomly
+initialised torchvision models (ResNet-18 with one block per stage, ``layers=(1,1,1,1)``, so
+every compile stays short); the digits dataset is built offline into a temporary dir.
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
+import torchvision
 
 from jaxbones import registry
 from jaxbones.data import settings as settings_lib
@@ -11,6 +21,7 @@ from jaxbones.data import transforms
 from jaxbones.train import config as config_lib
 from jaxbones.train import inputs
 from jaxbones.train import pretrained as pretrained_lib
+from tests.helpers import randomize_
 
 VIT = "vit_base_patch16_224"
 
@@ -101,3 +112,67 @@ def test_crop_modes_match_timm(mode):
     np.testing.assert_allclose(
         transforms.normalize(ours, mean, std), ref.permute(1, 2, 0).numpy(), atol=1e-5
     )
+
+
+def tiny_resnet18(num_classes: int, seed: int = 0) -> torch.nn.Module:
+    """torchvision's ResNet-18 layout with one block per stage (jaxbones ``layers=(1,1,1,1)``)."""
+    torch.manual_seed(seed)
+    m = torchvision.models.resnet.ResNet(
+        torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=num_classes
+    )
+    return randomize_(m, seed).eval()
+
+
+def _tiny_tag(tags, tmp_path, name="resnet18.test_tiny", num_classes=10):
+    path = tmp_path / f"{name}.pth"
+    torch.save(tiny_resnet18(num_classes).state_dict(), path)
+    cfg = tags(
+        name,
+        url=f"https://example.org/{name}.pth",
+        model_kwargs={"layers": (1, 1, 1, 1)},
+        num_classes=num_classes,
+        input_size=(32, 32, 3),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        crop_pct=1.0,
+    )
+    return cfg, path
+
+
+def test_validate_counts_every_example_once(tags, tmp_path, data_dir, monkeypatch):
+    from scripts import validate
+
+    monkeypatch.setenv("JAXBONES_CACHE", str(tmp_path / "cache"))
+    cfg, path = _tiny_tag(tags, tmp_path)
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"tag": "an earlier run"}\n')  # results are appended
+    argv = [
+        f"--model={cfg.tag}",
+        f"--file={path}",
+        "--dataset=digits",
+        "--split=test",
+        f"--data_dir={data_dir}",
+        "--batch_size=64",  # 360 test digits: 5 full batches and one padded
+        f"--results={results}",
+    ]
+    out = validate.main(argv, return_predictions=True)
+    assert out["n"] == 360 and out["logits"].shape == (360, 10)
+    from jaxbones.data import open_source
+
+    src = open_source("digits", "test", data_dir)
+    labels = np.array([src[i]["label"] for i in range(len(src))])
+    np.testing.assert_array_equal(out["labels"], labels)  # each example once, in order
+    top1 = 100 * np.mean(out["logits"].argmax(-1) == labels)
+    top5 = 100 * np.mean((np.argsort(-out["logits"], -1)[:, :5] == labels[:, None]).any(-1))
+    assert out["top1"] == pytest.approx(top1) and out["top5"] == pytest.approx(top5)
+    # the same logits as the reference model on the same preprocessed images
+    ref = tiny_resnet18(10)
+    x = out["images"][:8]
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(out["logits"][:8], want, rtol=1e-4, atol=1e-4)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(lines) == 2 and lines[1]["top1"] == pytest.approx(top1)
+    for key in ("tag", "dataset", "split", "n", "top5", "img_per_sec", "interpolation", "device"):
+        assert key in lines[1], key
+    assert lines[1]["tag"] == cfg.tag and lines[1]["crop_pct"] == 1.0 and lines[1]["img_size"] == 32
