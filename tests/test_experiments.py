@@ -23,6 +23,7 @@ RECIPES = [
     "mae_finetune",
     "mae_linprobe",
     "unet_segmentation",
+    "finetune",
 ]
 HAS_DATA = hasattr(data, "make_train_iterator")
 HAS_MAE = bool(list_models("mae_vit_base_patch16_dec512d8b")) and bool(

@@ -176,3 +176,149 @@ def test_validate_counts_every_example_once(tags, tmp_path, data_dir, monkeypatc
     for key in ("tag", "dataset", "split", "n", "top5", "img_per_sec", "interpolation", "device"):
         assert key in lines[1], key
     assert lines[1]["tag"] == cfg.tag and lines[1]["crop_pct"] == 1.0 and lines[1]["img_size"] == 32
+
+
+@pytest.mark.parametrize(
+    "model, n, expected",
+    [
+        ("resnet18", 2, ["fc", "layer3_0", "layer3_1", "layer4_0", "layer4_1"]),
+        ("vit_base_patch16_224", 1, ["blocks_11", "head", "norm"]),
+        (
+            "swin_tiny_patch4_window7_224",
+            1,
+            ["head", "layers_3_blocks_0", "layers_3_blocks_1", "layers_3_downsample", "norm"],
+        ),
+        ("densenet121", 1, ["classifier", "denseblock4", "norm5", "transition3"]),
+        (
+            "vgg11",
+            1,
+            ["classifier_0", "classifier_3", "classifier_6", "features_16", "features_18"],
+        ),
+        ("inception_v3", 1, ["AuxLogits", "Mixed_7a", "Mixed_7b", "Mixed_7c", "fc"]),
+        ("cspdarknet53", 1, ["head_fc", "stages_4"]),
+    ],
+)
+def test_last_stages_per_family(model, n, expected):
+    from jaxbones.train.finetune import trainable_patterns
+
+    params = registry.init_shapes(model)["params"]
+    got = trainable_patterns("last_stages", model, params, n)
+    assert got == tuple(f"^{name}/" for name in expected)
+
+
+def test_modes_fail_clearly_where_stages_are_unknown():
+    from jaxbones.train.finetune import head_paths, trainable_patterns
+
+    assert head_paths("vit_base_patch16_224") == ["head/bias", "head/kernel"]
+    assert trainable_patterns("head", "resnet18", None) == ("^fc/bias$", "^fc/kernel$")
+    with pytest.raises(ValueError, match="stages of unet .* are not known; use mode 'full'"):
+        trainable_patterns("last_stages", "unet", registry.init_shapes("unet")["params"])
+    scanned = registry.init_shapes("vit_base_patch16_224", scan=True)["params"]
+    with pytest.raises(ValueError, match="scan=False"):
+        trainable_patterns("last_stages", "vit_base_patch16_224", scanned)
+    with pytest.raises(ValueError, match="resnet18 has 4 stages"):
+        trainable_patterns("last_stages", "resnet18", registry.init_shapes("resnet18")["params"], 5)
+    with pytest.raises(ValueError, match="use one of"):
+        trainable_patterns("linear", "resnet18", None)
+
+
+def _flat(tree):
+    import jax
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+
+TINY_TAG = {
+    "url": "https://example.org/resnet18_tiny.pth",
+    "model_kwargs": {"layers": (1, 1, 1, 1)},
+    "num_classes": 10,
+    "input_size": (32, 32, 3),
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "crop_pct": 1.0,
+}
+
+
+def finetune_modes(path: str, data_dir: str, modes) -> list[dict]:
+    """Runs experiments/finetune.py for each mode (2 steps) from the tiny ResNet-18 at
+    ``path``; per mode: the top-level parameter groups that moved away from the pretrained
+    values, whether the head is not the checkpoint's and whether the BatchNorm statistics
+    kept their pretrained values."""
+    import jaxbones
+    from experiments import finetune
+
+    tag = "resnet18.test_finetune"
+    registry.register_pretrained(tag, **TINY_TAG)
+    _, pre = jaxbones.load_pretrained(tag, file=path)
+    pre_params, pre_stats = _flat(pre["params"]), _flat(pre["batch_stats"])
+    base = [
+        f"--config.pretrained={tag}",
+        f"--config.pretrained_file={path}",
+        "--config.dataset=digits",
+        f"--config.data_dir={data_dir}",
+        "--config.num_steps=2",
+        "--config.global_batch_size=16",
+        "--config.eval_split=",
+        "--config.workdir=",
+        "--config.progress=false",
+        "--config.plot=false",
+        "--config.compile_cache=",
+        "--config.augment.rrc=false",
+        "--config.optimizer.warmup_epochs=0",
+        "--config.optimizer.lr=0.1",
+    ]
+    rows = []
+    for mode in modes:
+        out = finetune.main([*base, f"--config.mode={mode}"])
+        params, stats = _flat(out["_state"].params), _flat(out["_state"].batch_stats)
+        moved = {k.split("/")[0] for k, v in params.items() if not np.array_equal(v, pre_params[k])}
+        rows.append(
+            {
+                "mode": mode,
+                "model": out["_config"].model,
+                "step": out["step"],
+                "moved": sorted(moved),
+                "groups": sorted({k.split("/")[0] for k in params}),
+                "new_head": not np.array_equal(params["fc/kernel"], pre_params["fc/kernel"]),
+                "stats_kept": all(np.array_equal(v, pre_stats[k]) for k, v in stats.items()),
+            }
+        )
+    return rows
+
+
+def test_finetune_modes_train_what_they_say(tmp_path, data_dir):
+    """experiments/finetune.py end to end in its own process on one CPU device, with XLA's
+    backend optimisations off (compile time dominates 2 steps; values do not change):
+    frozen parameters keep their pretrained values, trained ones move; 'head' also keeps the
+    BatchNorm statistics."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.pth"
+    torch.save(tiny_resnet18(10).state_dict(), path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
+        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+        "JAXBONES_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": root,
+    }
+    code = (
+        "import json, sys; from tests.test_transfer import finetune_modes; "
+        "print('ROWS ' + json.dumps(finetune_modes(*sys.argv[1:3], sys.argv[3].split(','))))"
+    )
+    cmd = [sys.executable, "-c", code, str(path), data_dir, "head,last_stages,full"]
+    p = subprocess.run(
+        cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("ROWS "))[5:])
+    expected = {"head": ["fc"], "last_stages": ["fc", "layer4_0"]}
+    for row in rows:
+        assert row["step"] == 2 and row["model"] == "resnet18" and row["new_head"], row
+        assert row["moved"] == expected.get(row["mode"], row["groups"]), row
+        assert row["stats_kept"] == (row["mode"] == "head"), row

@@ -8,7 +8,8 @@
     restores; a corrupt or partial one is skipped with a warning. None if there is none.
   The state restores onto whatever shardings ``abstract_state`` carries (another device
   count works: orbax reshards).
-``load_params(path, target_params, model, prefix)``: params-only restore for fine-tuning.
+``load_params(path, target_params, model, prefix)``: params-only restore for fine-tuning;
+``restore_variables(path)``: a run's params and batch_stats (e.g. to export them).
 """
 
 from __future__ import annotations
@@ -134,14 +135,10 @@ def _resolve(path: str) -> tuple[str, int | None]:
     return path, None
 
 
-def load_params(path, target_params, target_model: str, prefix=()):
-    """Params-only restore: copies every checkpoint parameter whose path and shape match.
-
-    Parameters missing from the checkpoint (a new head, fc_norm) keep their initial values;
-    checkpoint parameters the target lacks (an MAE decoder) are dropped. Fails, naming the
-    fix, when a shared parameter has another shape or when most of the target is missing
-    (a checkpoint of another model).
-    """
+def restore_variables(path) -> tuple[dict, int, dict]:
+    """``({'params', 'batch_stats'?}, step, meta)`` of a run's checkpoint (``path``: its
+    workdir, its checkpoints dir or one step's dir) as numpy arrays, whatever topology saved
+    it (shapes from the checkpoint's own metadata)."""
     directory, step = _resolve(path)
     if not os.path.isdir(directory):
         raise FileNotFoundError(
@@ -155,7 +152,7 @@ def load_params(path, target_params, target_model: str, prefix=()):
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     meta = meta or {}
     # Restore onto this process's first device whatever topology saved it (shapes from the
-    # checkpoint's own metadata); only the params are used.
+    # checkpoint's own metadata).
     item = os.path.join(directory, str(step), "state")
     ckptr = ocp.StandardCheckpointer()
     md = ckptr.metadata(item)
@@ -164,8 +161,24 @@ def load_params(path, target_params, target_model: str, prefix=()):
     abstract = jax.tree_util.tree_map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree
     )
-    restored = jax.device_get(ckptr.restore(item, abstract)["params"])
+    state = jax.device_get(ckptr.restore(item, abstract))
     mngr.close()
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    return variables, step, meta
+
+
+def load_params(path, target_params, target_model: str, prefix=()):
+    """Params-only restore: copies every checkpoint parameter whose path and shape match.
+
+    Parameters missing from the checkpoint (a new head, fc_norm) keep their initial values;
+    checkpoint parameters the target lacks (an MAE decoder) are dropped. Fails, naming the
+    fix, when a shared parameter has another shape or when most of the target is missing
+    (a checkpoint of another model).
+    """
+    variables, step, meta = restore_variables(path)
+    restored = variables["params"]
     src = traverse_util.flatten_dict(restored, sep="/")
     dst = traverse_util.flatten_dict(target_params, sep="/")
     pre = "/".join(prefix) + "/" if prefix else ""
@@ -189,9 +202,7 @@ def load_params(path, target_params, target_model: str, prefix=()):
             f"(--config.model=<the backbone of {src_model}>) or point init_from at a "
             f"checkpoint of {target_model}"
         )
-    log.info(
-        "init_from %s step %d (%s): %d/%d params", directory, step, src_model, copied, len(dst)
-    )
+    log.info("init_from %s step %d (%s): %d/%d params", path, step, src_model, copied, len(dst))
     return traverse_util.unflatten_dict(new, sep="/"), {
         "copied": copied,
         "total": len(dst),

@@ -10,6 +10,8 @@ Attributes of the config (the important ones):
   pretrained, pretrained_file: a pretrained tag (``jaxbones.list_pretrained()``) whose weights
     initialise a new run (not a resumed one) and whose evaluation settings fill the unset
     data keys; a local checkpoint file in the tag's format instead of its download.
+  pretrained_reinit: regexes of parameter paths that keep their fresh initialisation instead
+    of the checkpoint's values (a new head for the checkpoint's own classes).
   task: 'classification' | 'mae' | 'linprobe' | 'segmentation' (see ``jaxbones.train.tasks``).
   dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
   image_size, mean, std, interpolation, crop_pct, crop_mode: unset (-1, (), '') take the
@@ -36,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model_kwargs = ml_collections.ConfigDict()
     c.pretrained = ""  # a tag ('resnet50.tv_in1k') or a bare model name (its default tag)
     c.pretrained_file = ""  # a local checkpoint in the tag's format instead of its download
+    c.pretrained_reinit = ()  # regexes of 'a/b/c' parameter paths kept at their fresh init
     c.task = "classification"
     # Data: a tfds/offline dataset name for jaxbones.data, or 'synthetic' (in-memory random
     # images with a learnable labelling; for tests and input-free benchmarking).

@@ -126,7 +126,11 @@ def make_iterators(config, num_classes_hint: int = 10):
         )
     data_dir = config.data_dir or None
     info = data.dataset_info(config.dataset, data_dir=data_dir)
-    task = {"linprobe": "classification"}.get(config.task, config.task)
+    from jaxbones.train.tasks import Classification, get_task
+
+    # classification variants (linprobe, classification_frozen) read classification batches
+    is_cls = isinstance(get_task(config.task), Classification)
+    task = "classification" if is_cls else config.task
     common = {
         "image_size": size,
         "task": task,

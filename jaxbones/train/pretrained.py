@@ -11,13 +11,16 @@ its params and batch_stats replaced by ``jaxbones.load_pretrained(config.pretrai
 file=config.pretrained_file, num_classes=..., in_chans=..., **model options)`` (a new head
 when ``num_classes`` differs from the checkpoint's; the stem adapted to ``channels``). For a
 task that puts the backbone under a prefix (``linprobe``) the checkpoint goes under that
-prefix (loaded without its head) and the task's own layers keep their initial values.
+prefix (loaded without its head) and the task's own layers keep their initial values, as do
+the leaves ``config.pretrained_reinit`` matches (regexes on 'a/b/c' paths: a new head).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +78,7 @@ def _model_options(config, task) -> dict:
 def init_from_pretrained(state, config, task, num_classes: int, channels: int):
     """``state`` with params / batch_stats (and EMA params) from ``config.pretrained``.
 
-    Returns ``(state, report)``; the report is ``jaxbones.weights.LoadReport``.
+    Returns ``(state, report)``; the report is ``jaxbones.weights.LoadReport`` as a dict.
     """
     from jaxbones.weights import load_pretrained
 
@@ -90,11 +93,13 @@ def init_from_pretrained(state, config, task, num_classes: int, channels: int):
         return_report=True,
         **kw,
     )
-    params = _placed(state.params, variables["params"], task.params_prefix, "params")
+    keep = [re.compile(r) for r in config.get("pretrained_reinit", ())]
+    params = _placed(state.params, variables["params"], task.params_prefix, "params", keep)
     new = {"params": params}
     if state.batch_stats or variables.get("batch_stats"):
+        loaded = variables.get("batch_stats", {})
         new["batch_stats"] = _placed(
-            state.batch_stats, variables.get("batch_stats", {}), task.params_prefix, "batch_stats"
+            state.batch_stats, loaded, task.params_prefix, "batch_stats", keep
         )
     new = {
         k: jax.tree_util.tree_map(
@@ -107,19 +112,26 @@ def init_from_pretrained(state, config, task, num_classes: int, channels: int):
     state = state.replace(**new)
     if state.ema_params:
         state = state.replace(ema_params=jax.tree_util.tree_map(jnp.copy, state.params))
+    kept = [k for k in traverse_util.flatten_dict(state.params, sep="/") if _matches(k, keep)]
     log.info(
-        "pretrained %s from %s%s%s",
+        "pretrained %s from %s%s%s%s",
         report.tag,
         report.file,
         f"; new head: {', '.join(report.reinitialized)}" if report.reinitialized else "",
         f"; stem adapted: {', '.join(report.adapted)}" if report.adapted else "",
+        f"; fresh (pretrained_reinit): {', '.join(kept)}" if kept else "",
     )
-    return state, report
+    return state, dataclasses.asdict(report)
 
 
-def _placed(target: dict, loaded: dict, prefix: tuple[str, ...], what: str) -> dict:
-    """``loaded`` written into a copy of ``target`` at ``prefix``; every loaded leaf must
-    exist in the target with the same shape and, without a prefix, the trees must match."""
+def _matches(path: str, keep) -> bool:
+    return any(r.search(path) for r in keep)
+
+
+def _placed(target: dict, loaded: dict, prefix: tuple[str, ...], what: str, keep=()) -> dict:
+    """``loaded`` written into a copy of ``target`` at ``prefix``, except the paths ``keep``
+    (compiled regexes) matches; every loaded leaf must exist in the target with the same
+    shape and, without a prefix, the trees must match."""
     dst = traverse_util.flatten_dict(target, sep="/")
     src = traverse_util.flatten_dict(loaded, sep="/")
     pre = "/".join(prefix) + "/" if prefix else ""
@@ -130,7 +142,7 @@ def _placed(target: dict, loaded: dict, prefix: tuple[str, ...], what: str) -> d
         if k not in dst or tuple(dst[k].shape) != tuple(value.shape):
             have = tuple(dst[k].shape) if k in dst else "missing"
             bad.append(f"{k}: checkpoint {tuple(value.shape)}, model {have}")
-        else:
+        elif not _matches(k, keep):
             out[k] = value
     if not prefix:
         bad += [f"{k}: not in the checkpoint" for k in dst if k not in src]
