@@ -22,7 +22,9 @@ def get_config():
     )
     deit_regularization(c)
     c.model_kwargs.drop_path_rate = 0.2
-    c.crop_pct = 0.9
+    # crop_pct 0.9 comes from the registry entry (timm's swin config); the eval resize is
+    # bicubic as microsoft/Swin-Transformer's config (DATA.INTERPOLATION)
+    c.interpolation = "bicubic"
     c.optimizer.lr = 1e-3
     c.optimizer.base_batch_size = 1024
     c.optimizer.warmup_epochs = 20.0

@@ -87,9 +87,12 @@ def topology() -> dict:
     }
 
 
-def main(get_config, argv=None):
+def main(get_config, argv=None, finalize=None):
     """Parses ``argv`` (default ``sys.argv[1:]``), starts jax.distributed, runs training;
-    returns ``train.run``'s ``RunResult``."""
+    returns ``train.run``'s ``RunResult``.
+
+    ``finalize(config) -> config`` derives keys from others after the overrides (a recipe's
+    fine-tuning mode sets the trainable parameters, for example)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     launch, overrides = _split_args(argv)
     from jaxbones.train.config import apply_overrides
@@ -100,6 +103,8 @@ def main(get_config, argv=None):
     initialize_distributed(
         launch.get("coordinator"), launch.get("num_processes"), launch.get("process_id")
     )
+    if finalize is not None:  # after jax.distributed: it may use jax
+        config = finalize(config)
     import jax
 
     from jaxbones.train import run

@@ -23,6 +23,7 @@ RECIPES = [
     "mae_linprobe",
     "unet_segmentation",
     "clip_pretrain",
+    "finetune",
 ]
 
 

@@ -2,7 +2,7 @@
 offline digits datasets.
 
 Public API (see contracts): `dataset_info`, `make_train_iterator`, `make_eval_iterator`,
-`mixup_cutmix`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
+`mixup_cutmix`, `resolve_data_settings`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
 """
 
 from jaxbones.data.datasets import (
@@ -15,6 +15,7 @@ from jaxbones.data.datasets import (
 )
 from jaxbones.data.mixup import mixup_cutmix, smooth_one_hot
 from jaxbones.data.pipeline import make_eval_iterator, make_train_iterator, per_process_batch_size
+from jaxbones.data.settings import resolve_data_settings
 
 __all__ = [
     "DatasetNotPreparedError",
@@ -27,5 +28,6 @@ __all__ = [
     "open_source",
     "per_process_batch_size",
     "register_segmentation_dataset",
+    "resolve_data_settings",
     "smooth_one_hot",
 ]

@@ -171,6 +171,7 @@ class _EvalTransform(grain.transforms.Map):
     crop_pct: float
     interpolation: str
     mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
+    crop_mode: str = "center"
 
     def map(self, element):
         size = self.image_size
@@ -183,9 +184,10 @@ class _EvalTransform(grain.transforms.Map):
             out["valid"] = np.bool_(False)
             return out
         img = transforms.to_pil(element["image"])
-        short = math.floor(size / self.crop_pct)
-        img = transforms.resize_shorter(img, short, transforms.interpolation(self.interpolation))
-        img = transforms.center_crop(img, size)
+        fill = tuple(round(255 * m) for m in self.mean) if len(self.mean) == 3 else 0
+        img = transforms.resize_center_crop(
+            img, size, self.crop_pct, self.interpolation, self.crop_mode, fill
+        )
         if len(self.mean) == 1:  # grayscale model input: 1 channel
             img = img.convert("L")
         out = {"image": transforms.normalize(img, self.mean, self.std)}
@@ -193,8 +195,8 @@ class _EvalTransform(grain.transforms.Map):
             out["label"] = np.int32(element["label"])
         elif self.task == "segmentation":
             mask = _mask_image(element[self.mask_key[0]])
-            mask = transforms.resize_shorter(mask, short, transforms.INTERPOLATIONS["nearest"])
-            mask = np.asarray(transforms.center_crop(mask, size), np.int32)
+            mask = transforms.resize_center_crop(mask, size, self.crop_pct, "nearest")
+            mask = np.asarray(mask, np.int32)
             out["mask"] = mask + self.mask_key[1]
         out["valid"] = np.bool_(True)
         return out
@@ -305,6 +307,7 @@ def make_eval_iterator(
     std=IMAGENET_STD,
     data_dir: str | None = None,
     interpolation: str = "bilinear",
+    crop_mode: str = "center",
     worker_count: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -312,11 +315,19 @@ def make_eval_iterator(
     """Exact evaluation batches: every example of the split once over all processes.
 
     Each batch has global_batch_size // process_count rows and a bool "valid" [b]; padding
-    rows are zeros with valid=False. crop_pct defaults to 0.875 for classification/mae and
-    1.0 (resize only, whole image kept) for segmentation.
+    rows are zeros with valid=False. The resize follows timm's eval transform:
+    ``interpolation``, ``crop_pct`` (default 0.875 for classification/mae and 1.0, resize
+    only, for segmentation) and ``crop_mode`` ('center' | 'squash' | 'border', see
+    ``transforms.resize_center_crop``); ``jaxbones.data.settings.resolve_data_settings``
+    gives them for a model or pretrained tag.
     """
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {TASKS}")
+    if crop_mode not in transforms.CROP_MODES:
+        raise ValueError(f"crop_mode {crop_mode!r}: use one of {transforms.CROP_MODES}")
+    if task == "segmentation" and crop_mode != "center":
+        raise ValueError(f"crop_mode {crop_mode!r}: segmentation masks support only 'center'")
+    transforms.interpolation(interpolation)  # an unknown name fails here, not in a worker
     if crop_pct is None:
         crop_pct = 1.0 if task == "segmentation" else 0.875
     pi, pc = _processes(process_index, process_count)
@@ -332,5 +343,6 @@ def make_eval_iterator(
         crop_pct,
         interpolation,
         datasets.mask_key(dataset),
+        crop_mode,
     )
     return EvalIterable(source, tf, batch, pi, pc, worker_count)

@@ -3,7 +3,10 @@
 Semantics follow torchvision/timm, which the PyTorch references were trained with:
   random_resized_crop   torchvision RandomResizedCrop.get_params (10 tries, then the
                         center-crop fallback clamped to the ratio range), one PIL resize.
-  resize_center_crop    timm eval: shorter side -> floor(size / crop_pct), center crop.
+  resize_center_crop    timm eval (crop_mode): 'center' shorter side -> floor(size / crop_pct)
+                        then centre crop; 'squash' both sides -> floor(size / crop_pct)
+                        (aspect not kept) then centre crop; 'border' longer side ->
+                        floor(size / crop_pct), then centre crop or pad with `fill`.
   RandAugment           timm `rand-m9-mstd0.5[-n2][-p0.5][-inc1][-mmax10]`: n ops drawn with
                         replacement from AutoContrast, Equalize, Invert, Rotate, Posterize,
                         Solarize, SolarizeAdd, Color, Contrast, Brightness, Sharpness, ShearX,
@@ -26,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 __all__ = [
+    "CROP_MODES",
     "INTERPOLATIONS",
     "RandAugment",
     "hflip",
@@ -123,10 +127,38 @@ def center_crop(img, size):
     return img.crop((left, top, left + size, top + size))
 
 
-def resize_center_crop(img, size, crop_pct=0.875, interp="bilinear"):
-    """timm eval transform: shorter side to floor(size / crop_pct), then center crop."""
-    img = resize_shorter(img, math.floor(size / crop_pct), interpolation(interp))
+CROP_MODES = ("center", "squash", "border")
+
+
+def resize_center_crop(img, size, crop_pct=0.875, interp="bilinear", crop_mode="center", fill=0):
+    """timm's eval transform for ``crop_mode`` (module docstring) to size x size; ``interp`` a
+    name or a PIL filter; ``fill`` the pad colour of 'border' (timm: the dataset mean)."""
+    resample = interpolation(interp) if isinstance(interp, str) else interp
+    scale = math.floor(size / crop_pct)
+    if crop_mode == "center":
+        img = resize_shorter(img, scale, resample)
+    elif crop_mode == "squash":
+        img = img.resize((scale, scale), resample)
+    elif crop_mode == "border":
+        # timm ResizeKeepRatio(longest=1): one ratio for both sides, rounded per side
+        ratio = max(img.width, img.height) / scale
+        img = img.resize((round(img.width / ratio), round(img.height / ratio)), resample)
+        img = pad_to(img, size, fill)
+    else:
+        raise ValueError(f"crop_mode {crop_mode!r}: use one of {CROP_MODES}")
     return center_crop(img, size)
+
+
+def pad_to(img, size, fill=0):
+    """Pads an image smaller than size x size on both sides (left/top get the smaller half),
+    as timm's CenterCropOrPad before it crops."""
+    w, h = img.size
+    if w >= size and h >= size:
+        return img
+    new_w, new_h = max(w, size), max(h, size)
+    out = Image.new(img.mode, (new_w, new_h), fill)
+    out.paste(img, ((new_w - w) // 2, (new_h - h) // 2))
+    return out
 
 
 def hflip(img):

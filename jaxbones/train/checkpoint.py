@@ -11,6 +11,7 @@
   count works: orbax reshards).
 ``load_params(path, target_params, model, prefix, head, may_stay_fresh)``: params-only
   restore for fine-tuning; whatever stays at its initial value is allowed and named.
+``restore_variables(path)``: a run's params and batch_stats (e.g. to export them).
 """
 
 from __future__ import annotations
@@ -135,6 +136,40 @@ def _summary(paths, n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... {len(items) - n} more" if len(items) > n else "")
 
 
+def restore_variables(path) -> tuple[dict, int, dict]:
+    """``({'params', 'batch_stats'?}, step, meta)`` of a run's checkpoint (``path``: its
+    workdir, its checkpoints dir or one step's dir) as numpy arrays, whatever topology saved
+    it (shapes from the checkpoint's own metadata)."""
+    directory, step = _resolve(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"config.init_from={path!r}: no checkpoint directory {directory}; point it at the "
+            "pretraining run's workdir (which holds checkpoints/<step>)"
+        )
+    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"config.init_from={path!r}: {directory} has no checkpoint")
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = meta or {}
+    # Restore onto this process's first device whatever topology saved it (shapes from the
+    # checkpoint's own metadata).
+    item = os.path.join(directory, str(step), "state")
+    ckptr = ocp.StandardCheckpointer()
+    md = ckptr.metadata(item)
+    tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree
+    )
+    state = jax.device_get(ckptr.restore(item, abstract))
+    mngr.close()
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    return variables, step, meta
+
+
 def load_params(path, target_params, target_model: str, prefix=(), head=(), may_stay_fresh=()):
     """Params-only restore for fine-tuning: every parameter of the model comes from the
     checkpoint, except the ones allowed to keep their initial values, which are named.
@@ -149,30 +184,8 @@ def load_params(path, target_params, target_model: str, prefix=(), head=(), may_
     Returns ``(params, report)``; report: copied, total, fresh (paths left at their initial
     values), dropped (checkpoint parameters not used), step, model.
     """
-    directory, step = _resolve(path)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"config.init_from={path!r}: no checkpoint directory {directory}; point it at the "
-            "pretraining run's workdir (which holds checkpoints/<step>)"
-        )
-    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"config.init_from={path!r}: {directory} has no checkpoint")
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    meta = meta or {}
-    # Restore onto this process's first device whatever topology saved it (shapes from the
-    # checkpoint's own metadata); only the params are used.
-    item = os.path.join(directory, str(step), "state")
-    ckptr = ocp.StandardCheckpointer()
-    md = ckptr.metadata(item)
-    tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
-    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree
-    )
-    restored = jax.device_get(ckptr.restore(item, abstract)["params"])
-    mngr.close()
+    variables, step, meta = restore_variables(path)
+    restored = variables["params"]
     src = traverse_util.flatten_dict(restored, sep="/")
     dst = traverse_util.flatten_dict(target_params, sep="/")
     pre = "/".join(prefix) + "/" if prefix else ""
@@ -210,7 +223,7 @@ def load_params(path, target_params, target_model: str, prefix=(), head=(), may_
     log.info(
         "init_from %s step %d (%s): %d/%d params copied, left fresh: %s; %d checkpoint params "
         "unused",
-        directory,
+        path,
         step,
         src_model,
         len(dst) - len(fresh),

@@ -5,10 +5,18 @@ start from it and change what they need); ``apply_overrides(config, argv)`` appl
 ``--config.key=value`` command-line overrides, failing on unknown keys with a suggestion.
 
 Attributes of the config (the important ones):
-  model, model_kwargs: registry name and ``create_model`` overrides.
+  model, model_kwargs: registry name ('' : the pretrained tag's) and ``create_model``
+    overrides.
+  pretrained, pretrained_file: a pretrained tag (``jaxbones.list_pretrained()``) whose weights
+    initialise a new run (not a resumed one) and whose evaluation settings fill the unset
+    data keys; a local checkpoint file in the tag's format instead of its download.
+  pretrained_reinit: regexes of parameter paths that keep their fresh initialisation instead
+    of the checkpoint's values (a new head for the checkpoint's own classes).
   task: 'classification' | 'mae' | 'linprobe' | 'segmentation' | 'clip'
     (see ``jaxbones.train.tasks``).
   dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
+  image_size, mean, std, interpolation, crop_pct, crop_mode: unset (-1, (), '') take the
+    pretrained tag's values, else the registry entry's (``jaxbones.data.settings``).
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
   sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
@@ -24,7 +32,6 @@ import difflib
 
 import ml_collections
 
-from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.train.segmentation import IGNORE_INDEX
 
 
@@ -39,6 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = "resnet18"
     c.model_kwargs = ml_collections.ConfigDict()
+    c.pretrained = ""  # a tag ('resnet50.tv_in1k') or a bare model name (its default tag)
+    c.pretrained_file = ""  # a local checkpoint in the tag's format instead of its download
+    c.pretrained_reinit = ()  # regexes of 'a/b/c' parameter paths kept at their fresh init
     c.task = "classification"
     # Data: a tfds/offline dataset name for jaxbones.data, or 'synthetic' (in-memory random
     # images with a learnable labelling; for tests and input-free benchmarking).
@@ -46,11 +56,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data_dir = ""
     c.train_split = "train"
     c.eval_split = "test"
-    c.image_size = 32
+    c.image_size = 32  # -1: the pretrained tag's / registry entry's input size
     c.num_classes = -1  # -1: from jaxbones.data.dataset_info
-    c.mean = IMAGENET_MEAN
-    c.std = IMAGENET_STD
-    c.crop_pct = 0.875
+    # Normalisation and eval resize; unset: from the pretrained tag, else the registry entry.
+    c.mean = ()
+    c.std = ()
+    c.interpolation = ""  # eval resize: bilinear | bicubic | nearest
+    c.crop_pct = -1.0
+    c.crop_mode = ""  # center | squash | border (timm's eval crop modes)
     c.augment = ml_collections.ConfigDict()
     c.worker_count = 0
     c.synthetic_size = 512  # examples in the 'synthetic' dataset

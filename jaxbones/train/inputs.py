@@ -6,7 +6,9 @@ with a seed-derived permutation, and has ``get_state`` / ``set_state`` (a dict w
 position), so a resumed run sees the same batches. ``ArrayEvalIterable`` is the single-pass
 eval counterpart (padded last batch, ``valid`` mask). ``synthetic(...)``: random images
 whose labels come from a fixed random linear map (learnable; for tests and benchmarks).
-``make_iterators(config)``: (train_iter, eval_iterable, info) for a config;
+``make_iterators(config)``: (train_iter, eval_iterable, info) for a config; image size,
+normalisation and the eval resize come from ``jaxbones.train.pretrained.data_settings``
+(the run's values, else the pretrained tag's, else the registry entry's);
 ``register_in_memory_dataset(name, make)`` lets a recipe provide a dataset of its own under
 ``config.dataset`` (``make(config)`` returns the same triple).
 """
@@ -113,14 +115,18 @@ def make_iterators(config, num_classes_hint: int = 10):
     """(train_iter, eval_iterable, info) for ``config`` (see the module docstring)."""
     if config.dataset in IN_MEMORY_DATASETS:
         return IN_MEMORY_DATASETS[config.dataset](config)
+    from jaxbones.train.pretrained import data_settings
+
+    settings = data_settings(config)
+    size = settings["image_size"]
     gbs = config.global_batch_size
     ebs = config.eval_batch_size if config.eval_batch_size > 0 else gbs
     if config.dataset.startswith("synthetic"):
         k = config.num_classes if config.num_classes > 0 else num_classes_hint
         n = config.synthetic_size
         smooth = config.task == "mae"
-        tr = synthetic(n, config.image_size, k, seed=config.seed, smooth=smooth)
-        te = synthetic(max(n // 4, ebs), config.image_size, k, seed=config.seed + 1, smooth=smooth)
+        tr = synthetic(n, size, k, seed=config.seed, smooth=smooth)
+        te = synthetic(max(n // 4, ebs), size, k, seed=config.seed + 1, smooth=smooth)
         if config.task == "mae":
             tr.pop("label"), te.pop("label")
         info = {"num_classes": k, "splits": {"train": n, "test": len(te["image"])}}
@@ -134,13 +140,17 @@ def make_iterators(config, num_classes_hint: int = 10):
         )
     data_dir = config.data_dir or None
     info = data.dataset_info(config.dataset, data_dir=data_dir)
-    task = {"linprobe": "classification"}.get(config.task, config.task)
+    from jaxbones.train.tasks import Classification, get_task
+
+    # classification variants (linprobe, classification_frozen) read classification batches
+    is_cls = isinstance(get_task(config.task), Classification)
+    task = "classification" if is_cls else config.task
     common = {
-        "image_size": config.image_size,
+        "image_size": size,
         "task": task,
         "data_dir": data_dir,
-        "mean": tuple(config.mean),
-        "std": tuple(config.std),
+        "mean": settings["mean"],
+        "std": settings["std"],
     }
     train_iter = data.make_train_iterator(
         config.dataset,
@@ -163,16 +173,22 @@ def make_eval_iterable(config, split: str):
             f"the synthetic dataset has one eval split (config.eval_split), not {split!r}"
         )
     from jaxbones import data
+    from jaxbones.train.pretrained import data_settings
+    from jaxbones.train.tasks import Classification, get_task
 
+    settings = data_settings(config)
+    is_cls = isinstance(get_task(config.task), Classification)
     ebs = config.eval_batch_size if config.eval_batch_size > 0 else config.global_batch_size
     return data.make_eval_iterator(
         config.dataset,
         split=split,
         global_batch_size=ebs,
-        image_size=config.image_size,
-        task={"linprobe": "classification"}.get(config.task, config.task),
+        image_size=settings["image_size"],
+        task="classification" if is_cls else config.task,
         data_dir=config.data_dir or None,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        crop_pct=config.crop_pct,
+        mean=settings["mean"],
+        std=settings["std"],
+        crop_pct=settings["crop_pct"],
+        interpolation=settings["interpolation"],
+        crop_mode=settings["crop_mode"],
     )

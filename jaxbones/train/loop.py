@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from jaxbones.hardware import peak_flops, step_cost
 from jaxbones.registry import get_entry
 from jaxbones.train import checkpoint as ckpt_lib
-from jaxbones.train import evaluators, inputs, optim, sharding
+from jaxbones.train import evaluators, inputs, optim, pretrained, sharding
 from jaxbones.train.logger import MetricLogger
 from jaxbones.train.step import TrainState, create_state, make_eval_step, make_train_step
 from jaxbones.train.tasks import get_task
@@ -178,6 +178,7 @@ def _log_topology(logger, config, data: _Inputs) -> None:
         f"{gbs // n_dev}/device, accum_steps {config.accum_steps}; {data.num_steps} steps "
         f"({data.steps_per_epoch}/epoch), sharding {config.sharding}"
     )
+    logger.info(pretrained.format_settings(settings))
 
 
 @dataclasses.dataclass
@@ -211,8 +212,9 @@ def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
 
 
 def _restore_or_init_from(config, task, data: _Inputs, setup: _Setup, ckpt, logger):
-    """(state, start step, init_from report): the newest checkpoint of this run if there is
-    one (with the data iterator's position), else a params-only ``init_from``, else fresh."""
+    """(state, start step, init report): the newest checkpoint of this run if there is one
+    (with the data iterator's position), else a ``pretrained`` tag's weights, else a
+    params-only ``init_from``, else fresh."""
     state = setup.state
     if ckpt is not None:
         target = jax.tree_util.tree_map(
@@ -227,6 +229,16 @@ def _restore_or_init_from(config, task, data: _Inputs, setup: _Setup, ckpt, logg
                 data.train.set_state(data_state)
             logger.info(f"resumed from {ckpt.dir} step {start}")
             return state, start, {}
+    if config.pretrained and config.init_from:
+        raise ValueError(
+            f"config.pretrained={config.pretrained!r} and config.init_from="
+            f"{config.init_from!r} both give the initial weights: set one of them"
+        )
+    if config.pretrained:
+        state, report = pretrained.init_from_pretrained(
+            state, config, task, data.num_classes, data.channels
+        )
+        return state, 0, report
     if not config.init_from:
         return state, 0, {}
     params, report = ckpt_lib.load_params(
@@ -374,6 +386,9 @@ def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, l
 def run(config, train_iter=None, eval_iter=None) -> RunResult:
     """Trains ``config``; optional iterators replace the ones built from the config."""
     setup_compile_cache(config.compile_cache)
+    # the model and the unset data settings come from the pretrained tag or registry entry
+    settings = pretrained.data_settings(config)
+    config = pretrained.resolve_config(config)
     task = get_task(config.task)
     sharding.check_batch_size(config.global_batch_size, config.accum_steps)
     mesh = sharding.make_mesh()
@@ -383,6 +398,7 @@ def run(config, train_iter=None, eval_iter=None) -> RunResult:
         config.workdir if main else "", data.num_steps, enabled=main, progress=config.progress
     )
     _log_topology(logger, config, data)
+    logger.info(pretrained.format_settings(settings))
     model = task.build_model(config, data.num_classes, data.channels)
     setup = _init_state(config, task, model, data, mesh, logger)
     ckpt = None

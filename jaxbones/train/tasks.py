@@ -3,7 +3,8 @@
 ``TASKS`` maps a name to a ``Task``; ``get_task(name)`` looks one up and
 ``register_task(task)`` adds one (the extension point: a new task subclasses ``Task``).
 Built in: 'classification' (softmax cross-entropy; label smoothing; mixup/cutmix soft labels
-from ``jaxbones.data.mixup_cutmix``), 'mae' (the model returns its reconstruction loss),
+from ``jaxbones.data.mixup_cutmix``), 'classification_frozen' (the same with the model in
+inference mode while training: a new head on a frozen network), 'mae' (the model returns its reconstruction loss),
 'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
 as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy + optional Dice
 from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean IoU from a
@@ -158,6 +159,18 @@ class Classification(Task):
         }
 
 
+class FrozenClassification(Classification):
+    """Classification with the model in inference mode also while training (fine-tuning a
+    new head on a frozen network): BatchNorm normalises with its running statistics and
+    keeps them, dropout and drop path are off, so only the trainable parameters change what
+    the model computes."""
+
+    name = "classification_frozen"
+
+    def forward(self, model, variables, images, rng, train):
+        return _apply(model, variables, images, False, None)
+
+
 class LinearProbe(nn.Module):
     """A frozen backbone (pooled features, eval mode, no gradient) + BatchNorm + linear head.
 
@@ -298,7 +311,7 @@ class Segmentation(Task):
         }
 
 
-for _t in (Classification(), LinProbe(), MAE(), Segmentation()):
+for _t in (Classification(), FrozenClassification(), LinProbe(), MAE(), Segmentation()):
     register_task(_t)
 
 
