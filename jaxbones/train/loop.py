@@ -178,7 +178,6 @@ def _log_topology(logger, config, data: _Inputs) -> None:
         f"{gbs // n_dev}/device, accum_steps {config.accum_steps}; {data.num_steps} steps "
         f"({data.steps_per_epoch}/epoch), sharding {config.sharding}"
     )
-    logger.info(pretrained.format_settings(settings))
 
 
 @dataclasses.dataclass
