@@ -474,7 +474,7 @@ def main(argv=None):
     jax.config.update("jax_default_matmul_precision", "highest")
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     results = []
-    for case in args.cases.split(","):
+    for case in [c for c in args.cases.split(",") if c]:
         r = CASES[case](args.steps, args.small)
         print(f"{r.name}: max loss diff {r.loss_diffs.max():.2e}, params {r.param_diff:.2e}, "
               f"{r.seconds:.0f} s", flush=True)  # fmt: skip
