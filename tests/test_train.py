@@ -180,7 +180,7 @@ def test_layer_decay_scales_vit_unrolled_scanned_and_swin():
         "patch_embed": {"proj": {"kernel": np.zeros((4, 4, 3, 8))}},
         "layers_0_blocks_0": {"w": np.zeros((8, 8))},
         "layers_0_blocks_1": {"w": np.zeros((8, 8))},
-        "layers_0_downsample": {"w": np.zeros((32, 16))},
+        "layers_1_downsample": {"w": np.zeros((32, 16))},  # stage 1's merging, at its start
         "layers_1_blocks": {"w": np.zeros((2, 16, 16))},
         "norm": {"scale": np.zeros(16)},
         "head": {"kernel": np.zeros((16, 10))},
@@ -190,7 +190,7 @@ def test_layer_decay_scales_vit_unrolled_scanned_and_swin():
     )  # 4 blocks -> ids 1..4, head 5 (SimMIM numbering)
     assert ss["patch_embed/proj/kernel"] == d**5
     assert ss["layers_0_blocks_0/w"] == d**4 and ss["layers_0_blocks_1/w"] == d**3
-    assert ss["layers_0_downsample/w"] == d**3
+    assert ss["layers_1_downsample/w"] == d**3  # with stage 0's last block (SimMIM)
     assert ss["layers_1_blocks/w"] == (d**2, d**1) and ss["head/kernel"] == 1.0
     with pytest.raises(ValueError, match="layer_decay=1.0"):
         optim.layer_scales({"conv1": {"kernel": np.zeros((3, 3, 3, 8))}}, 0.75, None)

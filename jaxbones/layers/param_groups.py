@@ -79,10 +79,13 @@ def transformer_layer_ids(embed: tuple[str, ...]) -> LayerIds:
 
 def staged_layer_ids(embed: tuple[str, ...]) -> LayerIds:
     """Layer ids of a hierarchical transformer with ``layers_s_blocks_b`` (or scanned
-    ``layers_s_blocks``) and ``layers_s_downsample``, numbering the blocks of all stages in
-    order: the ``embed`` modules 0, block b of stage s sum(depths[:s]) + b + 1, stage s's
-    downsample sum(depths[:s + 1]) (the id of the stage's last block), everything else
-    sum(depths) + 1 (Swin fine-tuning in SimMIM ``optimizer.py``)."""
+    ``layers_s_blocks``) and ``layers_s_downsample`` at the start of stage s (timm's layout),
+    numbering the blocks of all stages in order: the ``embed`` modules 0, block b of stage s
+    sum(depths[:s]) + b + 1, stage s's downsample sum(depths[:s]) (the id of the previous
+    stage's last block: the official layout ends each stage with its patch merging),
+    everything else sum(depths) + 1 (Swin fine-tuning in SimMIM ``optimizer.py``; timm's
+    ``group_matcher`` puts the merging one layer later, with the stage's first block, and the
+    final norm one layer below the head)."""
 
     def layer_ids(shapes):
         depths: dict[int, int] = {}
@@ -105,7 +108,7 @@ def staged_layer_ids(embed: tuple[str, ...]) -> LayerIds:
             elif m := re.fullmatch(r"layers_(\d+)_blocks", head):
                 ids[p] = tuple(starts[int(m.group(1))] + b + 1 for b in range(s[0]))
             elif m := re.fullmatch(r"layers_(\d+)_downsample", head):
-                ids[p] = starts[int(m.group(1)) + 1]
+                ids[p] = starts[int(m.group(1))]
             else:
                 ids[p] = total + 1
         return ids, total + 1

@@ -315,10 +315,12 @@ _MAE = [
     ("mae_vit_large_patch16_dec512d8b", 16, (1024, 24, 16)),
     ("mae_vit_huge_patch14_dec512d8b", 14, (1280, 32, 16)),
 ]
-# models_mae.py no_weight_decay + the decoder's own tokens; layer ids as util/lr_decay.py
-# (the decoder, used only in pretraining, counts with the head)
+# main_pretrain.py groups with timm's add_weight_decay and no skip list: only 1-D params and
+# biases are exempt, so cls_token and mask_token are decayed; the fixed tables are not trained
+# there (requires_grad=False) and are kept out of decay here (tests/test_param_group_parity.py).
+# Layer ids as util/lr_decay.py (the decoder, used only in pretraining, counts with the head)
 PARAM_GROUPS = ParamGroups(
-    no_decay=("pos_embed", "cls_token", "mask_token", "decoder_pos_embed"),
+    no_decay=FIXED_PARAMS,
     stacks=("blocks", "decoder_blocks"),
     layer_ids=transformer_layer_ids(embed=("cls_token", "pos_embed", "patch_embed")),
 )

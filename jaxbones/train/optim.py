@@ -15,6 +15,11 @@ says where the model's tree sits inside the task's parameters (a linear probe's
     not count) and on the family's ``no_decay`` names;
   * lr scale = layer_decay ** (L - id) with the family's layer ids and L layers; parameters
     outside the model's tree (a probe's head) count as layer L.
+
+The optimisers and schedules step as the PyTorch code the recipes cite (timm
+``create_optimizer_v2`` / ``timm.scheduler``, MAE ``util/lars.py`` and ``util/lr_sched.py``,
+``torch.optim.lr_scheduler.MultiStepLR``); ``tests/test_optim_parity.py`` checks it step by
+step and names the deliberate differences.
 """
 
 from __future__ import annotations
@@ -38,14 +43,17 @@ class ParamGroup:
     """What the optimiser does to one parameter.
 
     Attributes:
-      shape: the array shape; decay: whether weight decay applies; frozen: never updated;
-      lr_scale: a float, or a tuple over the leading axis of a scanned stack.
+      shape: the array shape; decay: whether weight decay applies (and, for LARS and LAMB,
+      the trust ratio); frozen: never updated; lr_scale: a float, or a tuple over the
+      leading axis of a scanned stack; stacked: the leading axis is a scanned stack's
+      [depth] (per-layer norms for the trust ratio).
     """
 
     shape: tuple
     decay: bool
     frozen: bool
     lr_scale: float | tuple
+    stacked: bool = False
 
 
 def _paths(params) -> dict[str, np.ndarray]:
@@ -103,7 +111,8 @@ def param_groups(params, ocfg, groups_of=None, prefix=()) -> dict[str, ParamGrou
         frozen = any(r.search(p) for r in frozen_re)
         if train_re and not any(r.search(p) for r in train_re):
             frozen = True
-        groups[p] = ParamGroup(tuple(x.shape), bool(mask[p]), frozen, scales[p])
+        stacked = groups_of is not None and groups_of.stacked(p)  # as decay_mask reads it
+        groups[p] = ParamGroup(tuple(x.shape), bool(mask[p]), frozen, scales[p], stacked)
     if all(g.frozen for g in groups.values()):
         raise ValueError(
             "every parameter is frozen: check config.optimizer.frozen / trainable regexes "
@@ -167,7 +176,38 @@ def _scale_by_tree(scales: dict):
     return optax.GradientTransformation(init, update)
 
 
-def _base(ocfg, schedule, mask):
+def _scale_by_trust_ratio(coefficient: float, groups: dict[str, ParamGroup]):
+    """LARS/LAMB layer adaptation: scales the update of each parameter with ``decay`` by
+    ``coefficient * |p| / |u|`` (1 where either norm is 0); a scanned stack's layers get one
+    ratio each (norms over all axes but the leading [depth] one).
+
+    optax's ``scale_by_trust_ratio`` takes one norm over a whole leaf, which would mix the
+    layers of a scanned stack, and ``optax.lamb`` adapts every parameter where the references
+    (timm ``Lamb``, the LAMB paper's BERT code, MAE ``util/lars.py``) leave the parameters
+    without weight decay (biases, norms) unadapted.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params):
+        def f(path, u, p):
+            g = groups[_pathstr(path)]
+            if not g.decay:
+                return u
+            axes = tuple(range(1, u.ndim)) if g.stacked else None
+            pn = jnp.sqrt(jnp.sum(jnp.square(p.astype(jnp.float32)), axes, keepdims=True))
+            un = jnp.sqrt(jnp.sum(jnp.square(u.astype(jnp.float32)), axes, keepdims=True))
+            ratio = jnp.where((pn > 0) & (un > 0), coefficient * pn / un, 1.0)
+            return u * ratio.astype(u.dtype)
+
+        return jax.tree_util.tree_map_with_path(f, updates, params), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _base(ocfg, schedule, mask, groups):
     name = ocfg.name
     wd = float(ocfg.weight_decay)
     if name == "sgd":
@@ -180,16 +220,21 @@ def _base(ocfg, schedule, mask):
             schedule, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps, weight_decay=wd, mask=mask
         )
     if name == "lars":
-        return optax.lars(
-            schedule,
-            weight_decay=wd,
-            weight_decay_mask=mask,
-            trust_ratio_mask=mask,
-            momentum=ocfg.momentum,
+        # MAE util/lars.py (MoCo v3): momentum accumulates the adapted gradients and the lr
+        # multiplies the buffer (optax.lars scales by the lr before the momentum, which
+        # differs as soon as the lr changes: under warm-up and cosine)
+        return optax.chain(
+            optax.add_decayed_weights(wd, mask),
+            _scale_by_trust_ratio(0.001, groups),
+            optax.trace(decay=float(ocfg.momentum), nesterov=False),
+            optax.scale_by_learning_rate(schedule),
         )
     if name == "lamb":
-        return optax.lamb(
-            schedule, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps, weight_decay=wd, mask=mask
+        return optax.chain(
+            optax.scale_by_adam(b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps),
+            optax.add_decayed_weights(wd, mask),
+            _scale_by_trust_ratio(1.0, groups),
+            optax.scale_by_learning_rate(schedule),
         )
     raise ValueError(f"unknown optimizer {name!r}; use sgd, adamw, lars or lamb")
 
@@ -217,7 +262,7 @@ def make_optimizer(
         s = np.asarray(g.lr_scale, np.float32)
         return s.reshape(s.shape + (1,) * (len(g.shape) - s.ndim))
 
-    parts = [_base(ocfg, schedule, mask)]
+    parts = [_base(ocfg, schedule, mask, groups)]
     if any(g.lr_scale != 1.0 for g in groups.values()):
         parts.append(_scale_by_tree({p: scale_array(g) for p, g in groups.items()}))
     tx = optax.chain(*parts)

@@ -1,0 +1,493 @@
+"""Training parity: the jaxbones train step against the PyTorch reference step, side by side.
+
+From the same converted initial weights and the same batches (random images and labels; no
+augmentation, dropout or drop path; float32 on CPU) each case runs ``--steps`` steps of
+``jaxbones.train.step.make_train_step`` with its recipe's optimiser (``experiments/``) and
+of the reference's training step, and reports the largest relative loss difference over the
+steps, the one at the last step and the parameter difference at the end: the largest
+absolute one, and that over the largest distance any parameter of the reference moved from
+its initial value (the share of the movement on which the two disagree):
+
+  resnet50   experiments.resnet_imagenet: SGD Nesterov + BatchNorm in training mode, label
+             smoothing 0.1; timm ``resnet50``, ``create_optimizer_v2('sgd')``.
+  vit_s16    experiments.vit_imagenet + layer decay 0.65 and clipping at 1.0: AdamW; timm
+             ``vit_small_patch16_224``, MAE ``param_groups_lrd`` groups,
+             ``clip_grad_norm_``.
+  swin_t     experiments.swin_imagenet: AdamW, clipping 5.0; timm ``swin_tiny_...``
+             (window 4 at 128 px).
+  mae_b      experiments.mae_pretrain: AdamW (0.9, 0.95), norm_pix_loss, the same masking
+             noise fed to both; transformers ``ViTMAEForPreTraining`` (MAE's
+             ``add_weight_decay`` groups and per-iteration schedule).
+
+Schedules: warm-up over the first fifth of the steps, then the recipe's cosine; the torch
+side sets each group's lr from timm's ``CosineLRScheduler`` (per step, warm-up prefix) or
+MAE's ``lr_sched`` formula. The learning rates are the recipes' peaks (linear scaling to
+the batch where the recipe has it), raised to ``--lr-scale`` x so that few steps move the
+weights visibly.
+
+``--bf16`` adds the mixed-precision table: for ViT-B/16 and ResNet-50 at 224 px the largest
+logit difference of the bf16 forward from the float32 one, relative to the logit scale, in
+jaxbones (``dtype=bfloat16``, float32 parameters) and in PyTorch (``torch.autocast('cpu',
+torch.bfloat16)``), same inputs and weights.
+
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--no-write]
+(``--small``: reduced depth/width, the CI version in tests/test_train_parity.py). Writes the
+tables into README.md between the train-parity markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+START = "<!-- train-parity:start -->"
+END = "<!-- train-parity:end -->"
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    setup: str
+    steps: int
+    losses_jax: list
+    losses_torch: list
+    param_diff: float
+    param_abs: float
+    stats_diff: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def loss_diffs(self) -> np.ndarray:
+        a, b = np.asarray(self.losses_jax), np.asarray(self.losses_torch)
+        return np.abs(a - b) / np.abs(b)
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+
+
+def _images(n, b, size, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((b, size, size, 3)).astype(np.float32) for _ in range(n)]
+
+
+def _nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def mae_lrd_groups(model, weight_decay, layer_decay):
+    """MAE util/lr_decay.py ``param_groups_lrd`` for a timm ViT (no decay: 1-D and
+    ``model.no_weight_decay()``; layer 0 embeddings, i + 1 block i, depth + 1 the rest)."""
+    num_layers = len(model.blocks) + 1
+    skip = model.no_weight_decay()
+    groups: dict = {}
+    for n, p in model.named_parameters():
+        if n in ("cls_token", "pos_embed") or n.startswith("patch_embed"):
+            lid = 0
+        elif n.startswith("blocks"):
+            lid = int(n.split(".")[1]) + 1
+        else:
+            lid = num_layers
+        decay = not (p.ndim == 1 or n in skip)
+        g = groups.setdefault(
+            (lid, decay),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr_scale": layer_decay ** (num_layers - lid),
+            },
+        )
+        g["params"].append(p)
+    return list(groups.values())
+
+
+def mae_add_weight_decay(model, weight_decay):
+    """MAE main_pretrain.py: timm's ``add_weight_decay`` without a skip list."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim == 1 or n.endswith(".bias") else decay).append(p)
+    return [
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay},
+    ]
+
+
+def hf_to_mae_layout(sd: dict) -> dict:
+    """transformers' ViTMAE keys -> facebookresearch/mae keys (fused qkv: [q; k; v] rows)."""
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("vit.embeddings.patch_embeddings.projection", "patch_embed.proj")
+        k = k.replace("vit.embeddings.position_embeddings", "pos_embed")
+        k = k.replace("vit.embeddings.cls_token", "cls_token")
+        k = k.replace("vit.layers.", "blocks.").replace("vit.layernorm", "norm")
+        k = k.replace("decoder.decoder_layers.", "decoder_blocks.").replace("decoder.", "", 1)
+        k = k.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
+        k = k.replace("attention.o_proj", "attn.proj")
+        out[k] = v
+    for k in [k for k in out if ".attention.q_proj." in k]:
+        qkv = [out.pop(k.replace("q_proj", p)) for p in ("q_proj", "k_proj", "v_proj")]
+        out[k.replace("attention.q_proj", "attn.qkv")] = torch.cat(qkv, 0)
+    return out
+
+
+def _config(recipe: str, steps: int, batch: int, size: int):
+    import importlib
+
+    c = importlib.import_module(f"experiments.{recipe}").get_config()
+    c.image_size = size
+    c.global_batch_size = batch
+    c.num_steps = steps
+    c.optimizer.warmup_steps = max(steps // 5, 1)
+    c.mixup_alpha = c.cutmix_alpha = 0.0
+    c.dtype = "float32"
+    c.model_kwargs.drop_path_rate = 0.0
+    return c
+
+
+def _cosine_lrs(c, steps):
+    from jaxbones.train.optim import make_schedule
+
+    sched = make_schedule(c.optimizer, steps, steps, c.global_batch_size)
+    return sched, [float(sched(t)) for t in range(steps)]
+
+
+def _run(name, setup, config, task, model, variables, batches, torch_model, opt, torch_loss,
+         lr_at, clip, to_torch_sd, torch_sd, stats=None, fast=False):  # fmt: skip
+    """Runs both sides; ``lr_at(t)`` sets the torch groups' lr before step t."""
+    from jaxbones.train.loop import build_optimizer
+    from jaxbones.train.step import create_state, make_train_step
+
+    steps = len(batches)
+    tx, schedule, _ = build_optimizer(config, task, variables["params"], steps, steps)
+    state = create_state(variables, tx, jax.random.PRNGKey(0), ema=False)
+    # the reduced (CI) runs skip XLA's backend optimisations: faster compiles, same maths
+    opts = FAST_COMPILE if fast else None
+    step_fn = jax.jit(
+        make_train_step(task, model, tx, schedule, config, mesh=None), compiler_options=opts
+    )
+    lj, lt = [], []
+    start = {k: np.array(v) for k, v in torch_sd(torch_model).items()}
+    t0 = time.time()
+    for t, batch in enumerate(batches):
+        state, m = step_fn(state, jax.tree_util.tree_map(jnp.asarray, batch))
+        lj.append(float(m["loss"]))
+        lr_at(t)
+        opt.zero_grad()
+        loss = torch_loss(torch_model, batch)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip)
+        opt.step()
+        lt.append(float(loss.detach()))
+    ours = to_torch_sd(jax.device_get(state.variables()))
+    ref = torch_sd(torch_model)
+    ref = {k: v for k, v in ref.items() if not k.endswith("num_batches_tracked")}
+    params = [k for k in ref if k in ours and (stats is None or not stats(k))]
+    pabs = max(float(np.max(np.abs(ours[k] - ref[k]))) for k in params)
+    pdiff = pabs / max(float(np.max(np.abs(ref[k] - start[k]))) for k in params)
+    sdiff = None
+    if stats is not None:
+        sdiff = max(_rel(ours[k], ref[k]) for k in ref if stats(k) and k in ours)
+    return Result(name, setup, steps, lj, lt, pdiff, pabs, sdiff, time.time() - t0)
+
+
+def _timm_cosine(opt, c, steps):
+    from timm.scheduler import CosineLRScheduler
+
+    w = int(c.optimizer.warmup_steps)
+    s = CosineLRScheduler(
+        opt,
+        t_initial=steps - w,
+        lr_min=float(c.optimizer.end_lr_factor) * _peak(c),
+        warmup_t=w,
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    return s.step_update
+
+
+def _peak(c):
+    lr = float(c.optimizer.lr)
+    if c.optimizer.base_batch_size > 0:
+        lr *= c.global_batch_size / c.optimizer.base_batch_size
+    return lr
+
+
+def _classification_case(name, setup, recipe, jname, timm_model, steps, batch, size,
+                         jkw, extra_opt=None, groups_fn=None, stats=None, fast=False):  # fmt: skip
+
+    import jaxbones
+    from jaxbones.train.tasks import get_task
+
+    c = _config(recipe, steps, batch, size)
+    c.model = jname
+    for k, v in (extra_opt or {}).items():
+        c.optimizer[k] = v
+    c.model_kwargs.update(jkw)
+    num_classes = 10
+    torch.manual_seed(0)
+    tm = timm_model(num_classes)
+    tm.train()
+    variables = jaxbones.convert.from_torch(
+        jname, tm.state_dict(), strict=True, num_classes=num_classes, **jkw
+    )
+    task = get_task(c.task)
+    model = task.build_model(c, num_classes)
+    rng = np.random.default_rng(1)
+    imgs = _images(steps, batch, size)
+    batches = [
+        {"image": x, "label": rng.integers(0, num_classes, batch).astype(np.int32)} for x in imgs
+    ]
+    from timm.optim import create_optimizer_v2
+
+    o = c.optimizer
+    params = groups_fn(tm, float(o.weight_decay)) if groups_fn else tm
+    kw = {"momentum": o.momentum} if o.name == "sgd" else {"betas": (o.b1, o.b2), "eps": o.eps}
+    opt = create_optimizer_v2(params, opt=o.name, lr=_peak(c), weight_decay=o.weight_decay, **kw)
+    lr_at = _timm_cosine(opt, c, steps)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=float(c.label_smoothing))
+
+    def torch_loss(m, b):
+        return ce(m(_nchw(b["image"])), torch.from_numpy(b["label"]).long())
+
+    return _run(
+        name, setup, c, task, model, variables, batches, tm, opt, torch_loss, lr_at,
+        float(o.clip_norm),
+        lambda v: jaxbones.convert.to_torch(jname, v, num_classes=num_classes, **jkw),
+        lambda m: {k: v.detach().numpy() for k, v in m.state_dict().items()},
+        stats, fast,
+    )  # fmt: skip
+
+
+def resnet50(steps, small):
+    import timm.models.resnet as tr
+
+    layers = (1, 1, 1, 1) if small else (3, 4, 6, 3)
+    kw = {"layers": layers} if small else {}
+
+    def build(nc):
+        return tr.ResNet(block=tr.Bottleneck, layers=layers, num_classes=nc)
+
+    return _classification_case(
+        "ResNet-50" + (" layers (1,1,1,1), 32 px" if small else ""),
+        "SGD Nesterov 0.9, wd 1e-4, BN train mode, label smoothing 0.1",
+        "resnet_imagenet", "resnet50", build, steps, 4 if small else 8, 32 if small else 64, kw,
+        stats=lambda k: k.endswith(("running_mean", "running_var")),
+        fast=small,
+    )  # fmt: skip
+
+
+def vit_s16(steps, small):
+    import timm
+
+    kw = {"img_size": 64, **({"depth": 2, "embed_dim": 64, "num_heads": 2} if small else {})}
+
+    def build(nc):
+        return timm.create_model("vit_small_patch16_224", num_classes=nc, **kw)
+
+    return _classification_case(
+        "ViT-S/16" + (" depth 2, width 64" if small else ""),
+        "AdamW, layer decay 0.65 (MAE param_groups_lrd), clip 1.0, label smoothing 0.1",
+        "vit_imagenet", "vit_small_patch16_224", build, steps, 8, 64, kw,
+        extra_opt={"layer_decay": 0.65, "clip_norm": 1.0},
+        groups_fn=lambda m, wd: mae_lrd_groups(m, wd, 0.65),
+        fast=small,
+    )  # fmt: skip
+
+
+def swin_t(steps, small):
+    import timm
+
+    tiny = {"depths": (1, 1, 2, 1), "embed_dim": 16, "num_heads": (1, 2, 4, 8)}
+    kw = (
+        {"img_size": 64, "window_size": 2, **tiny} if small else {"img_size": 128, "window_size": 4}
+    )
+
+    def build(nc):
+        return timm.create_model(
+            "swin_tiny_patch4_window7_224", num_classes=nc, drop_path_rate=0.0, **kw
+        )
+
+    return _classification_case(
+        "Swin-T" + (" depths (1,1,2,1), width 16, window 2 at 64 px" if small else ""),
+        "AdamW, clip 5.0, label smoothing 0.1 (window 4 at 128 px)",
+        "swin_imagenet", "swin_tiny_patch4_window7_224", build, steps, 4, kw["img_size"], kw,
+        fast=small,
+    )  # fmt: skip
+
+
+def mae_b(steps, small):
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    import jaxbones
+    from jaxbones.train.tasks import MAE
+
+    size, batch = 64, 8
+    jkw = {"img_size": size, "norm_pix_loss": True}
+    hf = {"image_size": size, "patch_size": 16, "norm_pix_loss": True, "layer_norm_eps": 1e-6}
+    if small:
+        jkw.update(
+            depth=2, embed_dim=64, num_heads=2, decoder_depth=1, decoder_embed_dim=32,
+            decoder_num_heads=2,
+        )  # fmt: skip
+        hf.update(
+            num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256,
+            decoder_num_hidden_layers=1, decoder_hidden_size=32, decoder_num_attention_heads=2,
+            decoder_intermediate_size=128,
+        )  # fmt: skip
+    torch.manual_seed(0)
+    tm = ViTMAEForPreTraining(ViTMAEConfig(attn_implementation="eager", **hf))
+    tm.train()
+    name = "mae_vit_base_patch16_dec512d8b"
+    variables = jaxbones.convert.from_torch(
+        name, hf_to_mae_layout(tm.state_dict()), strict=True, **jkw
+    )
+    c = _config("mae_pretrain", steps, batch, size)
+    c.model_kwargs.update(jkw)
+
+    class FedNoise(MAE):
+        """The MAE task with the masking noise read from the batch (both sides get it)."""
+
+        def loss(self, model, variables, b, rng, config):
+            loss, _, _ = model.apply(variables, b["image"], train=True, noise=b["noise"])
+            return loss.astype(jnp.float32), {}, {}
+
+    task = FedNoise()
+    model = task.build_model(c, 0)
+    n = (size // 16) ** 2
+    rng = np.random.default_rng(1)
+    batches = [
+        {"image": x, "noise": rng.random((batch, n)).astype(np.float32)}
+        for x in _images(steps, batch, size)
+    ]
+    o = c.optimizer
+    opt = torch.optim.AdamW(
+        mae_add_weight_decay(tm, float(o.weight_decay)), lr=_peak(c), betas=(o.b1, o.b2)
+    )
+    w = int(o.warmup_steps)
+
+    def lr_at(t):  # util/lr_sched.py with one step per "epoch"
+        peak = _peak(c)
+        if t < w:
+            lr = peak * t / w
+        else:
+            lr = peak * 0.5 * (1.0 + math.cos(math.pi * (t - w) / (steps - w)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+    def torch_loss(m, b):
+        return m(_nchw(b["image"]), noise=torch.from_numpy(b["noise"])).loss
+
+    return _run(
+        "MAE-B" + (" depth 2 x 64, decoder 1 x 32" if small else ""),
+        "AdamW (0.9, 0.95), wd 0.05 (cls/mask tokens decayed), norm_pix_loss, same noise",
+        c, task, model, variables, batches, tm, opt, torch_loss, lr_at, 0.0,
+        lambda v: jaxbones.convert.to_torch(name, v, **jkw),
+        lambda m: {k: v.detach().numpy() for k, v in hf_to_mae_layout(m.state_dict()).items()},
+        fast=small,
+    )  # fmt: skip
+
+
+CASES = {"resnet50": resnet50, "vit_s16": vit_s16, "swin_t": swin_t, "mae_b": mae_b}
+
+
+def bf16_errors(name: str, size: int = 224, batch: int = 2) -> tuple[float, float]:
+    """(jaxbones bf16 vs f32, torch autocast bf16 vs f32) largest logit difference relative to
+    the logit scale, same weights and inputs."""
+    import timm
+
+    import jaxbones
+
+    torch.manual_seed(0)
+    tm = timm.create_model(name, num_classes=1000).eval()
+    variables = jaxbones.convert.from_torch(name, tm.state_dict(), strict=True)
+    x = np.random.default_rng(0).standard_normal((batch, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        t32 = tm(_nchw(x)).numpy()
+        with torch.autocast("cpu", torch.bfloat16):
+            t16 = tm(_nchw(x)).float().numpy()
+    outs = {}
+    for dt in (jnp.float32, jnp.bfloat16):
+        m = jaxbones.create_model(name, dtype=dt)
+        outs[dt] = np.asarray(jax.jit(lambda v, x, m=m: m.apply(v, x))(variables, x), np.float32)
+    return _rel(outs[jnp.bfloat16], outs[jnp.float32]), _rel(t16, t32)
+
+
+def render(results: list[Result], bf16: dict | None = None) -> str:
+    lines = [
+        (
+            "| model | recipe step | steps | max rel. loss diff | at last step | loss first → last "
+            "| final param diff: abs. / of the movement |"
+        ),
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        d = r.loss_diffs
+        p = f"{r.param_abs:.1e} / {r.param_diff:.1e}"
+        if r.stats_diff is not None:
+            p += f" (BN stats {r.stats_diff:.1e})"
+        lines.append(
+            f"| {r.name} | {r.setup} | {r.steps} | {d.max():.1e} (step {int(d.argmax())}) "
+            f"| {d[-1]:.1e} | {r.losses_torch[0]:.4f} → {r.losses_torch[-1]:.4f} | {p} |"
+        )
+    if bf16:
+        lines += [
+            "",
+            "| model (224 px, batch 2) | jaxbones bf16 vs f32 | torch autocast bf16 vs f32 |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {n} | {a:.1e} | {b:.1e} |" for n, (a, b) in bf16.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(table: str, path: str = README) -> None:
+    from scripts.model_table import write_between_markers
+
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(write_between_markers(text, table, START, END))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--small", action="store_true", help="reduced depth (the CI version)")
+    p.add_argument("--bf16", action="store_true", help="also measure the bf16 forwards")
+    p.add_argument("--no-write", action="store_true", help="print only, leave README.md")
+    args = p.parse_args(argv)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    results = []
+    for case in [c for c in args.cases.split(",") if c]:
+        r = CASES[case](args.steps, args.small)
+        print(f"{r.name}: max loss diff {r.loss_diffs.max():.2e}, params {r.param_diff:.2e}, "
+              f"{r.seconds:.0f} s", flush=True)  # fmt: skip
+        results.append(r)
+    bf16 = None
+    if args.bf16:
+        bf16 = {n: bf16_errors(n) for n in ("vit_base_patch16_224", "resnet50")}
+    table = render(results, bf16)
+    print(table)
+    if not args.no_write:
+        write_readme(table)
+    return results, bf16
+
+
+if __name__ == "__main__":
+    main()
