@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from jaxbones.convert.mae import from_transformers_layout
+
 START = "<!-- train-parity:start -->"
 END = "<!-- train-parity:end -->"
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -123,24 +125,6 @@ def mae_add_weight_decay(model, weight_decay):
         {"params": no_decay, "weight_decay": 0.0},
         {"params": decay, "weight_decay": weight_decay},
     ]
-
-
-def hf_to_mae_layout(sd: dict) -> dict:
-    """transformers' ViTMAE keys -> facebookresearch/mae keys (fused qkv: [q; k; v] rows)."""
-    out = {}
-    for k, v in sd.items():
-        k = k.replace("vit.embeddings.patch_embeddings.projection", "patch_embed.proj")
-        k = k.replace("vit.embeddings.position_embeddings", "pos_embed")
-        k = k.replace("vit.embeddings.cls_token", "cls_token")
-        k = k.replace("vit.layers.", "blocks.").replace("vit.layernorm", "norm")
-        k = k.replace("decoder.decoder_layers.", "decoder_blocks.").replace("decoder.", "", 1)
-        k = k.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
-        k = k.replace("attention.o_proj", "attn.proj")
-        out[k] = v
-    for k in [k for k in out if ".attention.q_proj." in k]:
-        qkv = [out.pop(k.replace("q_proj", p)) for p in ("q_proj", "k_proj", "v_proj")]
-        out[k.replace("attention.q_proj", "attn.qkv")] = torch.cat(qkv, 0)
-    return out
 
 
 def _config(recipe: str, steps: int, batch: int, size: int):
@@ -354,7 +338,7 @@ def mae_b(steps, small):
     tm.train()
     name = "mae_vit_base_patch16_dec512d8b"
     variables = jaxbones.convert.from_torch(
-        name, hf_to_mae_layout(tm.state_dict()), strict=True, **jkw
+        name, from_transformers_layout(tm.state_dict()), strict=True, **jkw
     )
     c = _config("mae_pretrain", steps, batch, size)
     c.model_kwargs.update(jkw)
@@ -397,7 +381,7 @@ def mae_b(steps, small):
         "AdamW (0.9, 0.95), wd 0.05 (cls/mask tokens decayed), norm_pix_loss, same noise",
         c, task, model, variables, batches, tm, opt, torch_loss, lr_at, 0.0,
         lambda v: jaxbones.convert.to_torch(name, v, **jkw),
-        lambda m: {k: v.detach().numpy() for k, v in hf_to_mae_layout(m.state_dict()).items()},
+        lambda m: {k: v.detach().numpy() for k, v in from_transformers_layout(m.state_dict()).items()},
         fast=small,
     )  # fmt: skip
 

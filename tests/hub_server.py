@@ -19,6 +19,24 @@ from typing import Self
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+def pth_bytes(obj) -> bytes:
+    """``obj`` as ``torch.save`` writes it to a ``.pth`` file."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def safetensors_bytes(state_dict) -> bytes:
+    """A torch state dict as a ``.safetensors`` file's bytes."""
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state_dict.items()})
+
+
 class HubServer:
     """``with HubServer() as s: s.add_hub_file(repo, name, data); s.add_url(url, data)``."""
 

@@ -15,6 +15,7 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 import jaxbones
+from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.models.mae import patchify, reconstruct, unpatchify
 from jaxbones.registry import count_params, init_shapes
 
@@ -83,22 +84,7 @@ def hf_config(small: bool = True, norm_pix_loss: bool = False, **kw) -> ViTMAECo
     return ViTMAEConfig(**{**base, **kw})
 
 
-def hf_to_mae_layout(sd: dict) -> dict:
-    """transformers' ViTMAE keys -> facebookresearch/mae keys (fused qkv: [q; k; v] rows)."""
-    out = {}
-    for k, v in sd.items():
-        k = k.replace("vit.embeddings.patch_embeddings.projection", "patch_embed.proj")
-        k = k.replace("vit.embeddings.position_embeddings", "pos_embed")
-        k = k.replace("vit.embeddings.cls_token", "cls_token")
-        k = k.replace("vit.layers.", "blocks.").replace("vit.layernorm", "norm")
-        k = k.replace("decoder.decoder_layers.", "decoder_blocks.").replace("decoder.", "", 1)
-        k = k.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
-        k = k.replace("attention.o_proj", "attn.proj")
-        out[k] = v
-    for k in [k for k in out if ".attention.q_proj." in k]:
-        qkv = [out.pop(k.replace("q_proj", p)) for p in ("q_proj", "k_proj", "v_proj")]
-        out[k.replace("attention.q_proj", "attn.qkv")] = torch.cat(qkv, 0)
-    return out
+hf_to_mae_layout = from_transformers_layout
 
 
 def hf_model(norm_pix_loss=False, seed=0):

@@ -8,7 +8,6 @@ here from randomly initialised reference models in the published formats; the re
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,20 +25,9 @@ import torchvision
 import jaxbones
 from jaxbones import hub
 from tests.helpers import fast_jit, randomize_
+from tests.hub_server import pth_bytes, safetensors_bytes
 
 TV_URL = "https://download.pytorch.org/models/resnet18-{}.pth"
-
-
-def _pth_bytes(state_dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state_dict, buf)
-    return buf.getvalue()
-
-
-def _safetensors_bytes(state_dict) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in state_dict.items()})
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def tv_resnet18():
 
 
 def _url_tag(server, tags, sd, name="resnet18.test_url", sha=None, **kw):
-    data = _pth_bytes(sd)
+    data = pth_bytes(sd)
     digest = hashlib.sha256(data).hexdigest()
     url = TV_URL.format(digest[:8])
     path = server.add_url(url, data)
@@ -99,7 +87,7 @@ def test_hub_tag_matches_timm_and_works_offline_once_cached(server, tags, monkey
 
     ref = randomize_(timm.create_model("resnet18", num_classes=1000)).eval()
     repo = "timm/resnet18.test_hub"
-    server.add_hub_file(repo, "model.safetensors", _safetensors_bytes(ref.state_dict()))
+    server.add_hub_file(repo, "model.safetensors", safetensors_bytes(ref.state_dict()))
     server.add_hub_file(repo, "config.json", json.dumps({"architecture": "resnet18"}).encode())
     cfg = tags("resnet18.test_hub", hf_hub_id=repo, hf_hub_filename="model.safetensors")
     model, variables = jaxbones.load_pretrained(cfg.tag)
@@ -238,7 +226,7 @@ def _spawn(url, sha):
 
 
 def test_killed_download_recovers_and_concurrent_loads_agree(server, tv_resnet18):
-    data = _safetensors_bytes(tv_resnet18.state_dict())
+    data = safetensors_bytes(tv_resnet18.state_dict())
     sha = hashlib.sha256(data).hexdigest()
     url = "https://example.org/weights/resnet18-test.safetensors"
     path = server.add_url(url, data)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import re
 
@@ -26,18 +25,7 @@ import torch
 
 import jaxbones
 from tests.helpers import fast_jit, randomize_
-
-
-def _pth(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def _safetensors(sd) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in sd.items()})
+from tests.hub_server import pth_bytes, safetensors_bytes
 
 
 def _serve(server, tags, tag: str, data: bytes) -> str:
@@ -107,11 +95,11 @@ def test_torchvision_files(server, tags):
     dn = randomize_(torchvision.models.densenet121()).eval()
     sd = _old_densenet_keys(dn.state_dict())
     assert any(".norm.1." in k for k in sd)
-    _check_logits(_serve(server, tags, "densenet121.tv_in1k", _pth(sd)), dn, 64)
+    _check_logits(_serve(server, tags, "densenet121.tv_in1k", pth_bytes(sd)), dn, 64)
 
     inc = randomize_(torchvision.models.inception_v3(init_weights=False, aux_logits=True))
     inc.transform_input = True  # what torchvision sets when it loads these weights
-    tag = _serve(server, tags, "inception_v3.tv_in1k", _pth(inc.state_dict()))
+    tag = _serve(server, tags, "inception_v3.tv_in1k", pth_bytes(inc.state_dict()))
     _check_logits(tag, inc.eval(), 96)  # model_kwargs transform_input=True comes from the tag
 
 
@@ -129,7 +117,7 @@ def test_timm_hub_repos(server, tags, tag, timm_name, size):
 
     torch.manual_seed(0)
     ref = randomize_(timm.create_model(timm_name)).eval()
-    _check_logits(_serve(server, tags, tag, _safetensors(ref.state_dict())), ref, size)
+    _check_logits(_serve(server, tags, tag, safetensors_bytes(ref.state_dict())), ref, size)
 
 
 def test_swin_hub_and_original_release(server, tags):
@@ -138,7 +126,7 @@ def test_swin_hub_and_original_release(server, tags):
     torch.manual_seed(0)
     ref = randomize_(timm.create_model("swin_tiny_patch4_window7_224")).eval()
     hub_tag = _serve(
-        server, tags, "swin_tiny_patch4_window7_224.ms_in1k", _safetensors(ref.state_dict())
+        server, tags, "swin_tiny_patch4_window7_224.ms_in1k", safetensors_bytes(ref.state_dict())
     )
     _check_logits(hub_tag, ref, 224)
 
@@ -150,7 +138,7 @@ def test_swin_hub_and_original_release(server, tags):
 
     orig = {"model": {official(k): v for k, v in ref.state_dict().items()}, "epoch": 300}
     assert "layers.0.downsample.reduction.weight" in orig["model"]
-    orig_tag = _serve(server, tags, "swin_tiny_patch4_window7_224.ms_in1k_orig", _pth(orig))
+    orig_tag = _serve(server, tags, "swin_tiny_patch4_window7_224.ms_in1k_orig", pth_bytes(orig))
     _, a = jaxbones.load_pretrained(hub_tag)
     _, b = jaxbones.load_pretrained(orig_tag)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
@@ -166,13 +154,13 @@ def test_mae_releases(server, tags):
     ref = ViTMAEForPreTraining(hf_config(small=False)).eval()
     full = hf_to_mae_layout(ref.state_dict())
     tag = _serve(
-        server, tags, "mae_vit_base_patch16_dec512d8b.visualize_in1k", _pth({"model": full})
+        server, tags, "mae_vit_base_patch16_dec512d8b.visualize_in1k", pth_bytes({"model": full})
     )
     _check_variables(tag, full)
     # Encoder-only pretraining release into the ViT (no head).
     enc = {k: v for k, v in full.items() if not k.startswith(("decoder", "mask_token"))}
     _check_variables(
-        _serve(server, tags, "vit_base_patch16_224.mae_orig", _pth({"model": enc})),
+        _serve(server, tags, "vit_base_patch16_224.mae_orig", pth_bytes({"model": enc})),
         enc,
         num_classes=0,
     )
@@ -183,7 +171,7 @@ def test_open_clip_hub_file(server, tags):
 
     torch.manual_seed(0)
     ref = open_clip.create_model("ViT-B-32-quickgelu").eval()
-    tag = _serve(server, tags, "clip_vit_b32.openai", _pth(ref.state_dict()))
+    tag = _serve(server, tags, "clip_vit_b32.openai", pth_bytes(ref.state_dict()))
     model, variables = _check_variables(tag, ref.state_dict(), quick_gelu=True)
     x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
     ours = np.asarray(fast_jit(lambda v, x: model.apply(v, x, method="encode_image"))(variables, x))
@@ -198,5 +186,5 @@ def test_sam_release(server, tags):
     torch.manual_seed(0)
     ref = sam_model_registry["vit_b"]()
     _check_variables(
-        _serve(server, tags, "sam_vit_b.sa1b", _pth(ref.state_dict())), ref.state_dict()
+        _serve(server, tags, "sam_vit_b.sa1b", pth_bytes(ref.state_dict())), ref.state_dict()
     )

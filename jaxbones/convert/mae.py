@@ -12,9 +12,37 @@ files are plain timm ViTs with ``global_pool='avg'`` (``fc_norm`` + ``head``): l
 
 from __future__ import annotations
 
+import numpy as np
+
 from jaxbones.convert.core import Converter, register_converter
 from jaxbones.layers.pos_embed import sincos_2d_table
 from jaxbones.layers.stack import StackLayout
+
+
+def from_transformers_layout(sd: dict) -> dict:
+    """transformers' ``ViTMAEForPreTraining`` keys -> facebookresearch/mae keys (separate
+    q/k/v projections fused into ``attn.qkv`` with [q; k; v] rows). Tensors stay torch
+    tensors or numpy arrays, as given."""
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("vit.embeddings.patch_embeddings.projection", "patch_embed.proj")
+        k = k.replace("vit.embeddings.position_embeddings", "pos_embed")
+        k = k.replace("vit.embeddings.cls_token", "cls_token")
+        k = k.replace("vit.layers.", "blocks.").replace("vit.layernorm", "norm")
+        k = k.replace("decoder.decoder_layers.", "decoder_blocks.").replace("decoder.", "", 1)
+        k = k.replace("layernorm_before", "norm1").replace("layernorm_after", "norm2")
+        k = k.replace("attention.o_proj", "attn.proj")
+        out[k] = v
+    for k in [k for k in out if ".attention.q_proj." in k]:
+        qkv = [out.pop(k.replace("q_proj", p)) for p in ("q_proj", "k_proj", "v_proj")]
+        if hasattr(qkv[0], "detach"):  # torch tensors: torch is installed
+            import torch
+
+            fused = torch.cat(qkv, 0)
+        else:
+            fused = np.concatenate(qkv, 0)
+        out[k.replace("attention.q_proj", "attn.qkv")] = fused
+    return out
 
 
 def _fixed_tables(sd: dict, model) -> dict:
