@@ -108,7 +108,10 @@ def detection_loss(
     posf = pos.astype(jnp.float32)
     onehot = jax.nn.one_hot(tgt_labels, num_classes) * posf[..., None]
     num_pos = jnp.maximum(jnp.sum(posf), 1.0)
-    cls = jnp.sum(optax.sigmoid_focal_loss(logits, onehot, focal_alpha, focal_gamma)) / num_pos
+    cls = (
+        jnp.sum(optax.sigmoid_focal_loss(logits, onehot, alpha=focal_alpha, gamma=focal_gamma))
+        / num_pos
+    )
     pred = out["boxes"].astype(jnp.float32)
     l1 = jnp.sum(jnp.abs(pred - tgt_boxes) / scale, -1)
     giou = giou_loss(pred, tgt_boxes)

@@ -82,13 +82,21 @@ def _derive(config, info):
     return steps_per_epoch, num_steps
 
 
+def _host_value(x):
+    """The global value of an eval output on every process: per-example rows sharded over
+    processes (detection) are all-gathered, replicated sums are read locally."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def evaluate(eval_fn, state, eval_iter, mesh, task):
     if eval_iter is None:
         return {}
     sums = None
     for batch in eval_iter:
-        out = jax.device_get(eval_fn(state, sharding.global_batch(batch, mesh)))
-        sums = out if sums is None else jax.tree_util.tree_map(np.add, sums, out)
+        out = eval_fn(state, sharding.global_batch(batch, mesh))
+        sums = task.combine(sums, jax.tree_util.tree_map(_host_value, out))
     return task.finalize(sums) if sums is not None else {}
 
 
