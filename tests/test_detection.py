@@ -168,3 +168,150 @@ def test_decode_keeps_best_box_per_object():
     assert valid.sum() == 2
     np.testing.assert_array_equal(np.asarray(d["classes"][0])[valid], [1, 0])
     np.testing.assert_allclose(np.asarray(d["boxes"][0])[valid], boxes[0, [0, 2]])
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+@pytest.mark.parametrize(
+    "name, head, points",
+    [
+        # 64 px input: strides 8 / 16 / 32 -> 8x8 + 4x4 + 2x2 locations
+        ("resnet18", "fcos", 84),
+        ("cspdarknet53", "fcos", 84),
+        ("ese_vovnet19b_dw", "fcos", 84),
+        # ViT patch 16 on 64 px: 4x4 tokens, the last block's
+        ("vit_tiny_patch16_224", "token", 16),
+    ],
+)
+def test_heads_on_registered_backbones(name, head, points):
+    from jaxbones.models.detection import FCOS, TokenDetector
+    from jaxbones.train.config import default_config
+    from jaxbones.train.tasks import get_task
+
+    config = default_config()
+    config.model, config.image_size = name, 64
+    task = get_task("detection")
+    model = task.build_model(config, num_classes=5)
+    assert isinstance(model, TokenDetector if head == "token" else FCOS)  # 'auto' picks it
+    x = jnp.zeros((2, 64, 64, 3))
+    variables = jax.eval_shape(lambda: task.init(model, config, jax.random.PRNGKey(0)))
+    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert out["cls_logits"].shape == (2, points, 5)
+    assert out["boxes"].shape == (2, points, 4)
+    assert out["points"].shape == (points, 2) and out["strides"].shape == (points,)
+    assert ("centerness" in out) == (head == "fcos")
+    assert "backbone" in variables["params"]  # where init_from puts a checkpoint's weights
+
+
+def _tiny_vit_task():
+    from jaxbones.train.config import default_config
+    from jaxbones.train.tasks import get_task
+
+    config = default_config()
+    config.model, config.image_size = "vit_tiny_patch16_224", 32
+    config.model_kwargs.update(patch_size=8, depth=2, embed_dim=32, num_heads=2, out_indices=(-1,))
+    task = get_task("detection")
+    model = task.build_model(config, num_classes=3)
+    variables = task.init(model, config, jax.random.PRNGKey(0))
+    return config, task, model, variables
+
+
+def test_token_head_loss_trains_backbone_and_head():
+    config, task, model, variables = _tiny_vit_task()
+    batch = {
+        "image": jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3)),
+        "boxes": jnp.array([[[0.1, 0.1, 0.4, 0.5], [0, 0, 0, 0]], [[0.5, 0.5, 0.9, 0.8]] * 2]),
+        "labels": jnp.array([[2, 0], [1, 1]]),
+        "box_valid": jnp.array([[True, False], [True, False]]),
+    }
+
+    def loss_fn(params):
+        loss, metrics, _ = task.loss(
+            model, {**variables, "params": params}, batch, jax.random.PRNGKey(2), config
+        )
+        return loss, metrics
+
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    assert np.isfinite(float(loss)) and float(metrics["positives"]) == 2.0  # one token a box
+    norms = {k: float(optax_norm(v)) for k, v in grads.items()}
+    assert norms["backbone"] > 0 and norms["cls_head"] > 0 and norms["box_fc3"] > 0, norms
+    # eval rows: per-image detections, ground truth in pixels, the padding flag
+    rows = jax.jit(lambda v, b: task.eval_sums(model, v, b, config))(
+        variables, {**batch, "valid": jnp.array([True, False])}
+    )
+    assert rows["det_boxes"].shape == (2, 48, 4)  # min(max_detections, 16 tokens x 3)
+    np.testing.assert_allclose(rows["gt_boxes"][0, 0], [3.2, 3.2, 12.8, 16.0], rtol=1e-6)
+    np.testing.assert_array_equal(rows["image_valid"], [True, False])
+    acc = task.combine(task.combine(None, jax.device_get(rows)), jax.device_get(rows))
+    out = task.finalize(acc)
+    assert out["images"] == 2 and 0.0 <= out["map"] <= out["map50"] <= 1.0
+
+
+def optax_norm(tree):
+    import optax
+
+    return optax.tree.norm(tree)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_digits_det_dataset_and_pipeline(tmp_path):
+    from jaxbones import data
+
+    d = str(tmp_path / "tfds")
+    info = data.dataset_info("digits_det", d)
+    assert info == {
+        "num_classes": 10,
+        "splits": {"train": 2000, "test": 500},
+        "image_shape": (64, 64, 3),
+        "task": "detection",
+    }
+    rec = data.open_source("digits_det", "train", d)[0]
+    yxyx = np.asarray(rec["objects"]["bbox"])
+    assert 1 <= len(yxyx) <= 4 and np.all((yxyx >= 0) & (yxyx <= 1))
+    assert np.all(yxyx[:, 2] > yxyx[:, 0]) and np.all(yxyx[:, 3] > yxyx[:, 1])
+    kw = {"global_batch_size": 4, "image_size": 32, "task": "detection", "data_dir": d}
+    kw.update(max_boxes=6, process_index=0, process_count=1, mean=(0.5,) * 3, std=(0.5,) * 3)
+    plain = next(data.make_train_iterator("digits_det", **kw))
+    flipped = next(data.make_train_iterator("digits_det", augment={"hflip": 1.0}, **kw))
+    assert plain["image"].shape == (4, 32, 32, 3) and plain["boxes"].shape == (4, 6, 4)
+    assert plain["labels"].dtype == np.int32 and plain["box_valid"].dtype == bool
+    np.testing.assert_allclose(flipped["image"], plain["image"][:, :, ::-1], atol=1e-6)
+    v = plain["box_valid"]
+    np.testing.assert_allclose(flipped["boxes"][v][:, 0], 1 - plain["boxes"][v][:, 2], atol=1e-6)
+    assert np.all(plain["boxes"][~v] == 0)
+    with pytest.raises(ValueError, match="hflip"):
+        data.make_train_iterator("digits_det", augment={"rrc": True}, **kw)
+    # exact eval: 500 test images over 3 simulated hosts, padding rows without boxes
+    seen = 0
+    for p in range(3):
+        ev = data.make_eval_iterator(
+            "digits_det", split="test", **{**kw, "process_index": p, "process_count": 3}
+        )
+        for batch in ev:
+            seen += int(batch["valid"].sum())
+            assert not batch["box_valid"][~batch["valid"]].any()
+    assert seen == 500
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+def test_detection_recipe_reaches_map_floor(tmp_path):
+    from experiments import detection
+
+    out = detection.main(
+        [
+            "--config.num_steps=60",
+            "--config.model_kwargs.layers=(1,1,1,1)",
+            f"--config.workdir={tmp_path}",
+            f"--config.data_dir={tmp_path / 'data'}",
+            "--config.progress=false",
+            "--config.compile_cache=",
+        ]
+    )
+    assert out.metrics["eval_images"] == 500
+    assert out.metrics["eval_map50"] >= 0.05, out.metrics
+    assert (tmp_path / "detections.png").stat().st_size > 1000

@@ -23,6 +23,7 @@ RECIPES = [
     "mae_finetune",
     "mae_linprobe",
     "unet_segmentation",
+    "detection",
     "clip_pretrain",
 ]
 HAS_DATA = hasattr(data, "make_train_iterator")

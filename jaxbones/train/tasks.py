@@ -388,7 +388,7 @@ class Detection(Task):
         head = d.head
         if head == "auto":
             reductions = {i["reduction"] for i in backbone.feature_info}
-            head = "token" if len(reductions) == 1 and len(backbone.feature_info) > 1 else "fcos"
+            head = "token" if len(reductions) == 1 else "fcos"
         dtype = kw.get("dtype")
         if head == "token":
             if "out_indices" in model_fields(config.model):  # the last block's tokens only
