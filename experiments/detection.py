@@ -14,11 +14,17 @@ Command:   python -m experiments.detection
                --config.data_dir=$TFDS_DATA_DIR
 Hardware:  digits_det: any CPU (measured on 2 cores shared with other jobs); no download
            (the digits ship with scikit-learn; the tfds dataset is built on first use).
-Time:      digits_det at the defaults (RESULT_TIME).
-Result:    digits_det at the defaults: RESULT_MAP. tests/test_detection.py runs a short
-           recipe and checks a floor.
+Time:      digits_det at the defaults (300 steps): 23 min wall, 5.1 min of CPU time, on 2
+           cores shared with other jobs (load average ~11; train step compile 177 s wall,
+           7.4 GFLOPs/step).
+Result:    digits_det at the defaults: test mAP@0.5 0.392, mAP@[0.5:0.95] 0.227 over the 500
+           test images (measured; the loss was still falling: a longer schedule or 64 px
+           inputs should do better). tests/test_detection.py runs 60 steps with a
+           one-block-per-stage ResNet-18 (measured mAP@0.5 0.076, mAP 0.029; floor 0.04;
+           an untrained head, at the focal prior, detects nothing above the 0.05 score
+           threshold and scores 0).
 Outputs:   {workdir}/detections.png (per image: ground truth in green, detections with score
-           >= 0.3 in red, labelled), plus the loop's metrics.jsonl, tb/, curves.png and
+           >= png_score_threshold (0.2) in red, labelled), plus the loop's metrics.jsonl, tb/, curves.png and
            checkpoints/.
 
 Data: ``digits_det`` (``jaxbones.data``): 64x64 canvases with 1-4 of scikit-learn's 8x8
@@ -28,10 +34,10 @@ digits upscaled to 12-32 px at random positions, a box around each digit's ink a
 ``label``); the image is resized whole to ``image_size`` (boxes stay normalised), boxes are
 padded to ``detection.max_boxes`` with a validity mask.
 
-Model: resnet18 ``features_only`` -> FCOS over its stride 8 / 16 / 32 maps (FPN width 128,
-two-conv towers). FCOS's size ranges ((4s, 8s] per stride s) put every box of a 64 px image on
-the stride-8 level; centre sampling (radius 1.5 strides) gives each digit a few positive
-locations. Loss: sigmoid focal (alpha 0.25, gamma 2) + 1 x L1 (normalised boxes) + 2 x GIoU +
+Model: resnet18 ``features_only`` (random init) -> FCOS over its stride 4 / 8 / 16 / 32
+maps (FPN width 128, two-conv towers), 32 px inputs (the 64 px canvases halved, digits 6-16
+px). FCOS's size ranges ((4s, 8s] per stride s) put nearly every box on the stride-4 level;
+centre sampling (radius 1.5 strides) gives each digit a few positive locations. Loss: sigmoid focal (alpha 0.25, gamma 2) + 1 x L1 (normalised boxes) + 2 x GIoU +
 centre-ness BCE. AdamW, cosine decay, batch 32, no flips (a mirrored digit is another digit or
 none). Eval: class-wise NMS (IoU 0.6), 100 detections per image, COCO mAP by pycocotools over
 every test image.
@@ -54,12 +60,12 @@ def get_config():
     c.task = "detection"
     c.model = "resnet18"
     c.dataset = "digits_det"
-    c.image_size = 64
+    c.image_size = 32  # the 64 px canvases halved: 4x fewer FLOPs on a CPU
     c.augment.hflip = 0.0
     c.mean = (0.5, 0.5, 0.5)
     c.std = (0.5, 0.5, 0.5)
-    c.global_batch_size = 32
-    c.num_steps = 400
+    c.global_batch_size = 16
+    c.num_steps = 300
     c.optimizer.name = "adamw"
     c.optimizer.lr = 1e-3
     c.optimizer.weight_decay = 1e-4
@@ -67,17 +73,17 @@ def get_config():
     c.optimizer.warmup_steps = 50
     c.optimizer.clip_norm = 1.0
     c.detection.max_boxes = 8  # digits_det has at most 4 per canvas
-    c.detection.num_levels = 3
+    c.detection.num_levels = 4  # strides 4, 8, 16, 32
     with c.unlocked():  # this recipe's own keys
         c.num_png_examples = 8
-        c.png_score_threshold = 0.3
+        c.png_score_threshold = 0.2  # focal-loss scores run low: 0.3 hides most hits
     c.log_every = 50
     c.best_metric = "map50"
     c.workdir = "/tmp/jaxbones_detection"
     return c
 
 
-def save_detections_png(images, truth, found, path, mean, std, score_threshold=0.3, n=8):
+def save_detections_png(images, truth, found, path, mean, std, score_threshold=0.2, n=8):
     """A grid of images with ground-truth boxes (green) and detections (red, class:score);
     ``truth`` = {"boxes" [B, M, 4] xyxy pixels, "labels", "box_valid"}, ``found`` =
     ``jaxbones.train.detection.decode``'s dict."""
