@@ -257,10 +257,16 @@ def optax_norm(tree):
 # ----------------------------------------------------------------------------- data
 
 
-def test_digits_det_dataset_and_pipeline(tmp_path):
+@pytest.fixture(scope="module")
+def det_data_dir(tmp_path_factory):
+    """digits_det built once for this module's tests (about 10 s)."""
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def test_digits_det_dataset_and_pipeline(det_data_dir):
     from jaxbones import data
 
-    d = str(tmp_path / "tfds")
+    d = det_data_dir
     info = data.dataset_info("digits_det", d)
     assert info == {
         "num_classes": 10,
@@ -288,7 +294,9 @@ def test_digits_det_dataset_and_pipeline(tmp_path):
     seen = 0
     for p in range(3):
         ev = data.make_eval_iterator(
-            "digits_det", split="test", **{**kw, "process_index": p, "process_count": 3}
+            "digits_det",
+            split="test",
+            **{**kw, "global_batch_size": 6, "process_index": p, "process_count": 3},
         )
         for batch in ev:
             seen += int(batch["valid"].sum())
@@ -299,7 +307,7 @@ def test_digits_det_dataset_and_pipeline(tmp_path):
 # ----------------------------------------------------------------------------- recipe
 
 
-def test_detection_recipe_reaches_map_floor(tmp_path):
+def test_detection_recipe_reaches_map_floor(tmp_path, det_data_dir):
     from experiments import detection
 
     out = detection.main(
@@ -307,7 +315,7 @@ def test_detection_recipe_reaches_map_floor(tmp_path):
             "--config.num_steps=60",
             "--config.model_kwargs.layers=(1,1,1,1)",
             f"--config.workdir={tmp_path}",
-            f"--config.data_dir={tmp_path / 'data'}",
+            f"--config.data_dir={det_data_dir}",
             "--config.progress=false",
             "--config.compile_cache=",
         ]

@@ -391,7 +391,8 @@ class Detection(Task):
             head = "token" if len(reductions) == 1 else "fcos"
         dtype = kw.get("dtype")
         if head == "token":
-            if "out_indices" in model_fields(config.model):  # the last block's tokens only
+            # the last block's tokens, unless model_kwargs chose the blocks
+            if "out_indices" in model_fields(config.model) and "out_indices" not in kw:
                 backbone = backbone.clone(out_indices=(-1,))
             return TokenDetector(backbone, num_classes, dtype=dtype)
         if head != "fcos":
