@@ -125,12 +125,8 @@ def _detection_targets(element, max_boxes: int, flip: bool) -> dict:
     if flip:
         xyxy = np.stack([1 - xyxy[:, 2], xyxy[:, 1], 1 - xyxy[:, 0], xyxy[:, 3]], -1)
     n = len(xyxy)
-    out = {
-        "boxes": np.zeros((max_boxes, 4), np.float32),
-        "labels": np.zeros((max_boxes,), np.int32),
-        "box_valid": np.arange(max_boxes) < n,
-    }
-    out["boxes"][:n], out["labels"][:n] = xyxy, labels
+    out = _empty_detection_targets(max_boxes)
+    out["boxes"][:n], out["labels"][:n], out["box_valid"][:n] = xyxy, labels, True
     return out
 
 
