@@ -22,6 +22,7 @@ RECIPES = [
     "mae_finetune",
     "mae_linprobe",
     "unet_segmentation",
+    "detection",
     "clip_pretrain",
     "finetune",
 ]

@@ -10,6 +10,12 @@ Offline datasets (built on first use into `data_dir`, atomically, under a file l
               (a seed-0 permutation, the first 360 are test).
   digits_seg  the same images with a per-pixel `mask` (uint8 [8, 8]): 0 background and
               1 + digit class where the ink is >= 4/16 (the digit's strokes) -> 11 classes.
+  digits_det  detection: 64x64 canvases with 1-4 digits each, upscaled (bilinear) to 12-32
+              px and pasted (brightest pixel wins) at random positions, overlapping at most
+              IoU 0.2; `objects` = {`bbox` (ymin, xmin, ymax, xmax) normalised, tfds's
+              BBoxFeature as coco/2017, around the ink >= 4/16; `label` 0..9}. 2000 train
+              canvases from the 1437 train digits, 500 test canvases from the 360 test digits
+              (seeds 1 / 2).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import tensorflow_datasets as tfds
 
 __all__ = ["DatasetNotPreparedError", "dataset_info", "default_data_dir", "open_source"]
 
-LOCAL_DATASETS = ("digits", "digits_seg")
+LOCAL_DATASETS = ("digits", "digits_seg", "digits_det")
 _DIGITS_VERSION = "1.0.0"
 _DIGITS_NUM_TEST = 360
 _DIGITS_INK_THRESHOLD = 4  # of 16: pixels at least this dark are the digit's strokes
@@ -115,7 +121,89 @@ class DigitsSeg(Digits):
         return ex
 
 
-_LOCAL_BUILDERS = {"digits": Digits, "digits_seg": DigitsSeg}
+_DET_CANVAS = 64
+_DET_SPLITS = {"train": (2000, 1), "test": (500, 2)}  # canvases, seed
+
+
+def _digits_det_canvas(rng, images, raw, labels):
+    """One digits_det example from the pool of 8x8 digits (module docstring)."""
+    from PIL import Image
+
+    size = _DET_CANVAS
+    canvas = np.zeros((size, size), np.uint8)
+    placed, bboxes, classes = [], [], []
+    for _ in range(int(rng.integers(1, 5))):
+        i = int(rng.integers(len(images)))
+        side = int(rng.integers(12, 33))
+        for _attempt in range(20):  # a free spot: overlap with earlier digits at most IoU 0.2
+            x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
+            sq = np.array([x0, y0, x0 + side, y0 + side], np.float64)
+            if all(_iou(sq, p) <= 0.2 for p in placed):
+                break
+        else:
+            continue
+        placed.append(sq)
+        big = Image.fromarray(images[i]).resize((side, side), Image.BILINEAR)
+        region = canvas[y0 : y0 + side, x0 : x0 + side]
+        np.maximum(region, np.asarray(big), out=region)
+        rows = np.flatnonzero((raw[i] >= _DIGITS_INK_THRESHOLD).any(1))
+        cols = np.flatnonzero((raw[i] >= _DIGITS_INK_THRESHOLD).any(0))
+        cell = side / 8.0
+        box = (
+            y0 + rows[0] * cell,
+            x0 + cols[0] * cell,
+            y0 + (rows[-1] + 1) * cell,
+            x0 + (cols[-1] + 1) * cell,
+        )
+        bboxes.append(np.asarray(box, np.float32) / size)
+        classes.append(int(labels[i]))
+    return {
+        "image": np.repeat(canvas[..., None], 3, axis=-1),
+        "objects": {"bbox": np.stack(bboxes), "label": np.asarray(classes, np.int64)},
+    }
+
+
+def _iou(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+class DigitsDet(Digits):
+    """Digits pasted on canvases with boxes (registered as `digits_det`; module docstring)."""
+
+    def _feature_spec(self):
+        return {
+            "image": tfds.features.Tensor(shape=(_DET_CANVAS, _DET_CANVAS, 3), dtype=np.uint8),
+            "objects": tfds.features.Sequence(
+                {
+                    "bbox": tfds.features.BBoxFeature(),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+        }
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="scikit-learn 8x8 digits pasted on 64x64 canvases, with boxes.",
+            features=tfds.features.FeaturesDict(self._feature_spec()),
+        )
+
+    def _generate_examples(self, test: bool):
+        images, raw, labels, test_idx = _load_digits()
+        is_test = np.zeros(len(images), bool)
+        is_test[test_idx] = True
+        pool = np.flatnonzero(is_test == test)
+        count, seed = _DET_SPLITS["test" if test else "train"]
+        rng = np.random.default_rng(seed)
+        for k in range(count):
+            yield k, _digits_det_canvas(rng, images[pool], raw[pool], labels[pool])
+
+
+_LOCAL_BUILDERS = {"digits": Digits, "digits_seg": DigitsSeg, "digits_det": DigitsDet}
 
 
 def _is_built(name: str, data_dir: str) -> bool:
@@ -218,11 +306,22 @@ def _features(name: str, data_dir: str | None):
     return None
 
 
+def _objects(feats):
+    """The per-object features of a detection dataset (``objects`` with ``bbox`` and
+    ``label``, the coco/2017 layout), else None."""
+    with contextlib.suppress(Exception):
+        objects = feats["objects"]
+        if "bbox" in objects.feature and "label" in objects.feature:
+            return objects.feature
+    return None
+
+
 def dataset_info(dataset: str, data_dir: str | None = None) -> dict:
     """{"num_classes", "splits": {split: num_examples}, "image_shape": (H, W, C), "task"}.
 
     image_shape has None for variable sizes (ImageNet: (None, None, 3)). For segmentation
-    datasets num_classes counts the mask classes (digits_seg: 11).
+    datasets num_classes counts the mask classes (digits_seg: 11); detection datasets (an
+    ``objects`` feature with ``bbox`` and ``label``, as coco/2017) count the object classes.
     """
     if dataset in LOCAL_DATASETS:
         data_dir = ensure_local_dataset(dataset, data_dir)
@@ -240,8 +339,13 @@ def dataset_info(dataset: str, data_dir: str | None = None) -> dict:
             open_source(dataset, "train", data_dir)  # raises the preparation message
     feats = _features(dataset, data_dir)
     task = "segmentation" if dataset in _SEG_MASKS else "classification"
+    objects = _objects(feats)
+    if objects is not None:
+        task = "detection"
     if task == "segmentation":
         num_classes = _SEG_MASKS[dataset][1]
+    elif objects is not None:
+        num_classes = objects["label"].num_classes
     elif feats is not None and "label" in feats and hasattr(feats["label"], "num_classes"):
         num_classes = feats["label"].num_classes
     else:

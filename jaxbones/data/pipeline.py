@@ -56,6 +56,8 @@ _AUGMENT_DEFAULTS = {
         "hflip": 0.5,
         "interpolation": "bilinear",
     },
+    # detection: the whole image resized (boxes are normalised, so they stay as they are)
+    "detection": {"hflip": 0.0, "interpolation": "bilinear"},
 }
 TASKS = tuple(_AUGMENT_DEFAULTS)
 
@@ -110,6 +112,31 @@ def _mask_image(mask) -> Any:
     return transforms.Image.fromarray(m.astype(np.uint8))
 
 
+def _detection_targets(element, max_boxes: int, flip: bool) -> dict:
+    """Padded ground truth of a detection record (the coco/2017 layout: ``objects`` with
+    ``bbox`` (ymin, xmin, ymax, xmax) normalised and ``label``): ``boxes`` [max_boxes, 4]
+    xyxy normalised, ``labels`` [max_boxes] int32, ``box_valid`` [max_boxes] bool. Boxes
+    beyond max_boxes are dropped."""
+    objects = element["objects"]
+    yxyx = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)[:max_boxes]
+    labels = np.asarray(objects["label"], np.int32).reshape(-1)[:max_boxes]
+    xyxy = yxyx[:, [1, 0, 3, 2]]
+    if flip:
+        xyxy = np.stack([1 - xyxy[:, 2], xyxy[:, 1], 1 - xyxy[:, 0], xyxy[:, 3]], -1)
+    n = len(xyxy)
+    out = _empty_detection_targets(max_boxes)
+    out["boxes"][:n], out["labels"][:n], out["box_valid"][:n] = xyxy, labels, True
+    return out
+
+
+def _empty_detection_targets(max_boxes: int) -> dict:
+    return {
+        "boxes": np.zeros((max_boxes, 4), np.float32),
+        "labels": np.zeros((max_boxes,), np.int32),
+        "box_valid": np.zeros((max_boxes,), bool),
+    }
+
+
 @dataclasses.dataclass
 class _TrainTransform(grain.transforms.RandomMap):
     """Record -> augmented, normalised example (picklable for grain worker processes)."""
@@ -120,6 +147,7 @@ class _TrainTransform(grain.transforms.RandomMap):
     std: tuple
     cfg: dict
     mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
+    max_boxes: int = 100  # detection: ground-truth rows per example
 
     def __post_init__(self):
         ra = self.cfg.get("randaugment")
@@ -133,7 +161,7 @@ class _TrainTransform(grain.transforms.RandomMap):
         cfg, size = self.cfg, self.image_size
         img = transforms.to_pil(element["image"])
         mask = _mask_image(element[self.mask_key[0]]) if self.task == "segmentation" else None
-        if cfg["rrc"]:
+        if cfg.get("rrc", False):
             box = transforms.rrc_box(img.width, img.height, rng, cfg["scale"], cfg["ratio"])
             box = (box[0], box[1], box[0] + box[2], box[1] + box[3])
         else:
@@ -142,7 +170,8 @@ class _TrainTransform(grain.transforms.RandomMap):
         img = transforms.crop_resize(img, box, size, interp)
         if mask is not None:  # same crop, nearest neighbour so labels stay labels
             mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
-        if cfg["hflip"] > 0 and rng.random() < cfg["hflip"]:
+        flip = cfg["hflip"] > 0 and rng.random() < cfg["hflip"]
+        if flip:
             img = transforms.hflip(img)
             mask = transforms.hflip(mask) if mask is not None else None
         if self._ra is not None:
@@ -157,6 +186,8 @@ class _TrainTransform(grain.transforms.RandomMap):
             out["label"] = np.int32(element["label"])
         elif self.task == "segmentation":
             out["mask"] = np.asarray(mask, np.int32) + self.mask_key[1]
+        elif self.task == "detection":
+            out.update(_detection_targets(element, self.max_boxes, flip))
         return out
 
 
@@ -172,6 +203,7 @@ class _EvalTransform(grain.transforms.Map):
     interpolation: str
     mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
     crop_mode: str = "center"
+    max_boxes: int = 100  # detection: ground-truth rows per example
 
     def map(self, element):
         size = self.image_size
@@ -181,9 +213,24 @@ class _EvalTransform(grain.transforms.Map):
                 out["label"] = np.int32(0)
             elif self.task == "segmentation":
                 out["mask"] = np.zeros((size, size), np.int32)
+            elif self.task == "detection":
+                out.update(_empty_detection_targets(self.max_boxes))
             out["valid"] = np.bool_(False)
             return out
         img = transforms.to_pil(element["image"])
+        if self.task == "detection":  # the whole image, as in training: boxes stay valid
+            img = transforms.crop_resize(
+                img,
+                (0, 0, img.width, img.height),
+                size,
+                transforms.interpolation(self.interpolation),
+            )
+            if len(self.mean) == 1:
+                img = img.convert("L")
+            out = {"image": transforms.normalize(img, self.mean, self.std)}
+            out.update(_detection_targets(element, self.max_boxes, False))
+            out["valid"] = np.bool_(True)
+            return out
         fill = tuple(round(255 * m) for m in self.mean) if len(self.mean) == 3 else 0
         img = transforms.resize_center_crop(
             img, size, self.crop_pct, self.interpolation, self.crop_mode, fill
@@ -219,11 +266,14 @@ def make_train_iterator(
     prefetch: int = 2,
     process_index: int | None = None,
     process_count: int | None = None,
+    max_boxes: int = 100,
 ):
     """Iterator over this process's part of each global training batch (see module doc).
 
     Yields classification {"image" f32 [b,H,W,C], "label" i32 [b]}, mae {"image"},
-    segmentation {"image", "mask" i32 [b,H,W]} with b = global_batch_size // process_count.
+    segmentation {"image", "mask" i32 [b,H,W]}, detection {"image", "boxes" f32 [b,M,4]
+    xyxy normalised, "labels" i32 [b,M], "box_valid" bool [b,M]} (M = max_boxes; the
+    image resized whole, optional hflip) with b = global_batch_size // process_count.
     `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
     and for classification randaugment ('rand-m9-mstd0.5') and reprob).
     """
@@ -237,7 +287,15 @@ def make_train_iterator(
         _absl_flags_ready()
     return TrainStream(
         source,
-        _TrainTransform(task, image_size, tuple(mean), tuple(std), cfg, datasets.mask_key(dataset)),
+        _TrainTransform(
+            task,
+            image_size,
+            tuple(mean),
+            tuple(std),
+            cfg,
+            datasets.mask_key(dataset),
+            max_boxes,
+        ),
         global_batch_size=global_batch_size,
         seed=seed,
         process_index=pi,
@@ -311,6 +369,7 @@ def make_eval_iterator(
     worker_count: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
+    max_boxes: int = 100,
 ) -> EvalIterable:
     """Exact evaluation batches: every example of the split once over all processes.
 
@@ -319,7 +378,8 @@ def make_eval_iterator(
     ``interpolation``, ``crop_pct`` (default 0.875 for classification/mae and 1.0, resize
     only, for segmentation) and ``crop_mode`` ('center' | 'squash' | 'border', see
     ``transforms.resize_center_crop``); ``jaxbones.data.settings.resolve_data_settings``
-    gives them for a model or pretrained tag.
+    gives them for a model or pretrained tag. Detection always
+    resizes the whole image (padding rows have no boxes).
     """
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {TASKS}")
@@ -344,5 +404,6 @@ def make_eval_iterator(
         interpolation,
         datasets.mask_key(dataset),
         crop_mode,
+        max_boxes,
     )
     return EvalIterable(source, tf, batch, pi, pc, worker_count)

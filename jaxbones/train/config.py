@@ -103,6 +103,24 @@ def default_config() -> ml_collections.ConfigDict:
     c.mask_ratio = 0.75  # MAE
     c.dice_weight = 0.0  # segmentation: loss = cross-entropy + dice_weight * soft Dice
     c.ignore_index = IGNORE_INDEX  # segmentation: mask value that counts nowhere (void, borders)
+    # detection (jaxbones.train.detection): head 'fcos' | 'token' | 'auto' (token for a plain
+    # ViT, whose levels share one stride; FCOS over an FPN otherwise)
+    c.detection = ml_collections.ConfigDict()
+    d = c.detection
+    d.head = "auto"
+    d.max_boxes = 100  # ground-truth boxes per image (padded / truncated; coco/2017: 93 max)
+    d.num_levels = 3  # FCOS: the backbone's coarsest maps used by the FPN
+    d.fpn_dim = 128
+    d.num_convs = 2
+    d.center_radius = 1.5  # FCOS centre sampling, in strides
+    d.focal_alpha = 0.25
+    d.focal_gamma = 2.0
+    d.l1_weight = 1.0
+    d.giou_weight = 2.0
+    d.score_threshold = 0.05
+    d.nms_iou = 0.6
+    d.pre_nms_top_k = 1000
+    d.max_detections = 100
     # Step.
     c.sharding = "data"  # data | fsdp
     c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated under fsdp

@@ -101,11 +101,19 @@ class Metrics(Evaluator):
         data = self.ctx.data(self.split)  # a run without eval data has no metrics to report
         sums = None
         for batch in data or ():
-            out = jax.device_get(
-                self.ctx.eval_step(state, sharding.global_batch(batch, self.ctx.mesh))
-            )
-            sums = out if sums is None else jax.tree_util.tree_map(np.add, sums, out)
+            out = self.ctx.eval_step(state, sharding.global_batch(batch, self.ctx.mesh))
+            sums = self.ctx.task.combine(sums, jax.tree_util.tree_map(_host_value, out))
         return self.ctx.task.finalize(sums) if sums is not None else {}
+
+
+def _host_value(x):
+    """The global value of an eval output on every process: per-example rows sharded over
+    processes (detection) are all-gathered, replicated sums are read locally."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 def _first_images(ev: Evaluator, n: int) -> dict:

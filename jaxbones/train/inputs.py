@@ -152,6 +152,8 @@ def make_iterators(config, num_classes_hint: int = 10):
         "mean": settings["mean"],
         "std": settings["std"],
     }
+    if task == "detection":
+        common["max_boxes"] = config.detection.max_boxes
     train_iter = data.make_train_iterator(
         config.dataset,
         split=config.train_split,

@@ -8,7 +8,8 @@ inference mode while training: a new head on a frozen network), 'mae' (the model
 'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
 as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy + optional Dice
 from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean IoU from a
-confusion matrix).
+confusion matrix), 'detection' (FCOS or per-token heads, ``jaxbones.train.detection``; COCO
+mAP by pycocotools).
 
 A task's methods:
   build_model(config, num_classes, channels): the Linen module.
@@ -16,6 +17,7 @@ A task's methods:
     training size (plus the model's own extra init arguments, ``registry.init_kwargs``).
   loss(model, variables, batch, rng, config): (loss f32, metrics dict, new batch_stats).
   eval_sums(model, variables, batch, config): dict of per-batch sums, with 'count'.
+  combine(acc, out): accumulates one batch's eval_sums (default: sums; detection: rows).
   finalize(sums): eval metrics from the accumulated sums.
   params_prefix: where a params-only checkpoint of the backbone goes in this task's tree.
 """
@@ -100,6 +102,10 @@ class Task:
     def finalize(self, sums):
         n = max(float(sums["count"]), 1.0)
         return {k: float(v) / n for k, v in sums.items() if k != "count"}
+
+    def combine(self, acc, out):
+        """Accumulates one eval batch's ``eval_sums`` (numpy) into ``acc`` (None at first)."""
+        return out if acc is None else jax.tree_util.tree_map(np.add, acc, out)
 
 
 def _valid(batch, n):
@@ -362,3 +368,124 @@ class CLIPTask(Task):
 
 
 register_task(CLIPTask())
+
+
+class Detection(Task):
+    """Object detection: ``batch = {"image", "boxes" [B, M, 4] xyxy normalised, "labels"
+    [B, M] int, "box_valid" [B, M] bool}`` (``jaxbones.data`` pads the boxes to
+    ``config.detection.max_boxes``).
+
+    Model: ``jaxbones.models.detection``'s ``FCOS`` (FPN + dense head) or ``TokenDetector``
+    (per-token head for ViT / MAE) over ``create_model(config.model, features_only=True)``;
+    ``config.detection.head`` picks one ('auto': the token head when every feature level has
+    the same stride, a plain ViT). Loss, assignment and decoding: ``jaxbones.train.detection``.
+    Eval: per-image detections and ground truth gathered from every process (padding rows
+    flagged), then COCO mAP@[0.5:0.95] ('map') and mAP@0.5 ('map50') by pycocotools.
+    """
+
+    name = "detection"
+    params_prefix = ("backbone",)
+
+    def build_model(self, config, num_classes, channels=3):
+        from jaxbones.models.detection import FCOS, TokenDetector
+
+        if "features_only" not in model_fields(config.model):
+            raise ValueError(
+                f"task='detection' needs a backbone with features_only; {config.model!r} has "
+                "none: use a registered backbone (resnet18, cspdarknet53, vit_*, ...)"
+            )
+        d = config.detection
+        kw = model_kwargs(config, in_chans=channels, img_size=config.image_size)
+        kw["features_only"] = True
+        backbone = create_model(config.model, **kw)
+        head = d.head
+        if head == "auto":
+            reductions = {i["reduction"] for i in backbone.feature_info}
+            head = "token" if len(reductions) == 1 else "fcos"
+        dtype = kw.get("dtype")
+        if head == "token":
+            # the last block's tokens, unless model_kwargs chose the blocks
+            if "out_indices" in model_fields(config.model) and "out_indices" not in kw:
+                backbone = backbone.clone(out_indices=(-1,))
+            return TokenDetector(backbone, num_classes, dtype=dtype)
+        if head != "fcos":
+            raise ValueError(f"config.detection.head={head!r}: use 'fcos', 'token' or 'auto'")
+        return FCOS(
+            backbone,
+            num_classes,
+            num_levels=d.num_levels,
+            fpn_dim=d.fpn_dim,
+            num_convs=d.num_convs,
+            dtype=dtype,
+        )
+
+    def loss(self, model, variables, batch, rng, config):
+        from jaxbones.train import detection as det
+
+        d = config.detection
+        out, bs = _apply(model, variables, batch["image"], True, rng)
+        loss, metrics = det.detection_loss(
+            out,
+            batch["boxes"],
+            batch["labels"],
+            batch["box_valid"],
+            batch["image"].shape[1:3],
+            radius=d.center_radius,
+            focal_alpha=d.focal_alpha,
+            focal_gamma=d.focal_gamma,
+            l1_weight=d.l1_weight,
+            giou_weight=d.giou_weight,
+        )
+        return loss, metrics, bs
+
+    def eval_sums(self, model, variables, batch, config):
+        from jaxbones.train import detection as det
+
+        d = config.detection
+        out, _ = _apply(model, variables, batch["image"], False, None)
+        found = det.decode(
+            out,
+            score_threshold=d.score_threshold,
+            iou_threshold=d.nms_iou,
+            pre_nms_top_k=d.pre_nms_top_k,
+            max_detections=d.max_detections,
+        )
+        h, w = batch["image"].shape[1:3]
+        scale = jnp.array([w, h, w, h], jnp.float32)
+        n = batch["image"].shape[0]
+        # per-image rows, not sums: mAP ranks every detection of the split together
+        return {
+            "det_boxes": found["boxes"],
+            "det_scores": found["scores"],
+            "det_classes": found["classes"],
+            "det_valid": found["valid"],
+            "gt_boxes": batch["boxes"].astype(jnp.float32) * scale,
+            "gt_labels": batch["labels"],
+            "gt_valid": batch["box_valid"],
+            "image_valid": _valid(batch, n) > 0,
+        }
+
+    def combine(self, acc, out):
+        if acc is None:
+            return {k: [v] for k, v in out.items()}
+        for k, v in out.items():
+            acc[k].append(v)
+        return acc
+
+    def finalize(self, sums):
+        from jaxbones.train import detection as det
+
+        rows = {k: np.concatenate(v) for k, v in sums.items()}
+        found = {k[4:]: rows[k] for k in ("det_boxes", "det_scores", "det_classes", "det_valid")}
+        truth = {
+            "boxes": rows["gt_boxes"],
+            "labels": rows["gt_labels"],
+            "box_valid": rows["gt_valid"],
+            "image_valid": rows["image_valid"],
+        }
+        out = det.coco_map(found, truth)
+        out["images"] = int(np.sum(rows["image_valid"]))
+        return out
+
+
+register_task(Detection())
