@@ -57,7 +57,6 @@ DIGITS = [
     "--config.augment.hflip=0.0",
     "--config.num_steps=20",
     "--config.optimizer.warmup_steps=2",
-    "--config.eval_every=-1",
     "--config.workdir=",
 ]
 
@@ -66,9 +65,10 @@ def get_config():
     c = default_config()
     c.model = ""  # the tag's
     c.pretrained = "resnet50.tv_in1k"
-    c.mode = "full"  # full | last_stages | head
-    c.train_stages = 1  # 'last_stages': how many of the last stages train
-    c.new_head = True  # a fresh head even when the dataset has the checkpoint's class count
+    with c.unlocked():  # this recipe's own keys (then locked like every other key)
+        c.mode = "full"  # full | last_stages | head
+        c.train_stages = 1  # 'last_stages': how many of the last stages train
+        c.new_head = True  # a fresh head even when the dataset has the checkpoint's class count
     c.dataset = "oxford_iiit_pet"
     c.eval_split = "test"
     c.image_size = -1  # the tag's input size
@@ -80,7 +80,6 @@ def get_config():
     c.optimizer.warmup_epochs = 1.0
     c.label_smoothing = 0.1
     c.log_every = 10
-    c.eval_every = -1
     c.workdir = "/tmp/jaxbones_finetune"
     return c
 
