@@ -9,7 +9,7 @@ Result:    Swin-T 81.3% top-1 (paper Table 1a): AdamW 1e-3 x bs/1024, wd 0.05, 2
 Other data: --config.dataset=<any tfds classification dataset>.
 Tiny (tests): --config.model_kwargs.embed_dim=16 --config.model_kwargs.depths=(1,1)
            --config.model_kwargs.num_heads=(1,2) --config.image_size=32 --config.num_steps=2
-           (Swin's field names: see jaxbones.models.swin once it is installed)
+           (Swin's field names: jaxbones.models.swin.SwinTransformer)
 """
 
 from experiments.imagenet_base import deit_regularization, imagenet_config

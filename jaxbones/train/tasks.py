@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.registry import create_model, init_kwargs, model_fields
+from jaxbones.train import segmentation
 
 TASKS: dict[str, Task] = {}
 
@@ -234,17 +235,6 @@ class MAE(Task):
         return {"loss": outs[0].astype(jnp.float32) * jnp.sum(valid), "count": jnp.sum(valid)}
 
 
-def _seg_lib():
-    try:
-        from jaxbones.train import segmentation
-    except ImportError as e:  # the UNet helper's module
-        raise ImportError(
-            "task='segmentation' needs jaxbones/train/segmentation.py (cross_entropy, "
-            "dice_loss); install a jaxbones version with the UNet family"
-        ) from e
-    return segmentation
-
-
 class Segmentation(Task):
     """Per-pixel classification: ``batch = {"image" [B, H, W, C], "mask" int [B, H, W]}``.
 
@@ -270,10 +260,9 @@ class Segmentation(Task):
         return out
 
     def loss(self, model, variables, batch, rng, config):
-        seg = _seg_lib()
         out, bs = _apply(model, variables, batch["image"], True, rng)
         ignore = config.ignore_index
-        loss = seg.segmentation_loss(
+        loss = segmentation.segmentation_loss(
             out,
             batch["mask"],
             ignore_index=ignore,
@@ -288,7 +277,6 @@ class Segmentation(Task):
         return loss, {"pixel_accuracy": acc}, bs
 
     def eval_sums(self, model, variables, batch, config):
-        seg = _seg_lib()
         out, _ = _apply(model, variables, batch["image"], False, None)
         logits = self.seg_logits(out)
         k = logits.shape[-1]
@@ -296,7 +284,7 @@ class Segmentation(Task):
         # padding examples (valid=False) count nowhere: their pixels become ignored
         valid = _valid(batch, logits.shape[0])[:, None, None] > 0
         mask = jnp.where(valid, batch["mask"], ignore)
-        conf = seg.confusion_matrix(logits, mask, k, ignore_index=ignore)  # [true, pred]
+        conf = segmentation.confusion_matrix(logits, mask, k, ignore_index=ignore)  # [true, pred]
         return {"confusion": conf, "count": jnp.sum(conf)}
 
     def finalize(self, sums):
