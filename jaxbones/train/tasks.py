@@ -4,20 +4,25 @@
 ``register_task(task)`` adds one (the extension point: a new task subclasses ``Task``).
 Built in: 'classification' (softmax cross-entropy; label smoothing; mixup/cutmix soft labels
 from ``jaxbones.data.mixup_cutmix``), 'classification_frozen' (the same with the model in
-inference mode while training: a new head on a frozen network), 'mae' (the model returns its reconstruction loss),
-'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
-as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy + optional Dice
-from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean IoU from a
-confusion matrix).
+inference mode while training: a new head on a frozen network), 'linprobe' (frozen backbone
+features -> BatchNorm without affine (eps 1e-6) -> linear head, as MAE's
+``main_linprobe.py``), 'mae' (the model returns its reconstruction loss), 'segmentation'
+(per-pixel cross-entropy + optional Dice from ``jaxbones.train.segmentation``, ignore index,
+deep-supervision heads; mean IoU from a confusion matrix), 'clip' (the contrastive loss of
+``jaxbones.train.contrastive``; in-batch retrieval accuracy).
 
-A task's methods:
-  build_model(config, num_classes, channels): the Linen module.
-  init(model, config, rng, channels): the model's variables, from one zero image of the
+A ``Task`` has:
+  name: the ``config.task`` value it is registered under.
+  params_prefix: where a params-only checkpoint of the backbone goes in this task's tree
+    (``()``: the root; ``('backbone',)`` for 'linprobe').
+  best_mode: 'max' or 'min', the direction in which ``config.best_metric`` improves.
+  build_model(config, num_classes, channels=3): the Linen module.
+  init(model, config, rng, channels=3): the model's variables, from one zero image of the
     training size (plus the model's own extra init arguments, ``registry.init_kwargs``).
   loss(model, variables, batch, rng, config): (loss f32, metrics dict, new batch_stats).
   eval_sums(model, variables, batch, config): dict of per-batch sums, with 'count'.
-  finalize(sums): eval metrics from the accumulated sums.
-  params_prefix: where a params-only checkpoint of the backbone goes in this task's tree.
+  finalize(sums): eval metrics from the accumulated sums (the base class divides each sum
+    by 'count').
 """
 
 from __future__ import annotations
