@@ -26,7 +26,7 @@ def get_config():
     c.mean = (0.5, 0.5, 0.5)
     c.std = (0.5, 0.5, 0.5)
     c.global_batch_size = 64
-    c.num_epochs = 4.0  # 88 steps: 99.7% test accuracy measured (8 epochs gave 98.9%)
+    c.num_epochs = 4.0  # 88 steps: 99.7% test accuracy measured
     c.optimizer.name = "adamw"
     c.optimizer.lr = 2e-3
     c.optimizer.weight_decay = 0.05

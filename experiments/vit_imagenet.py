@@ -1,9 +1,15 @@
 """ViT-B/16 on ImageNet-1k from scratch, the DeiT recipe (Touvron et al. 2021, Table 9).
 
 Command:   python -m experiments.vit_imagenet --config.data_dir=$TFDS_DATA_DIR
-Hardware:  a TPU v4-32 or 16x H100 (global batch 1024, bf16, FSDP optional:
-           --config.sharding=fsdp); one 8x H100 host fits with --config.accum_steps=2.
-Time:      ~2.5 days for 300 epochs on 8x H100.
+Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16; FSDP optional:
+           --config.sharding=fsdp). Measured: the train step at batch 256 on one H200 uses
+           31.7 GB (BENCHMARKS.md), so 128 per chip fits.
+Time:      an estimate, not a measured run: ~5.7 h for 300 epochs on 8x H200 =
+           300 x 1,281,167 = 384M images / (8 x 2,328 img/s) = 20,600 s. Measured: 2,328 img/s
+           on one H200 for the jaxbones ViT-B/16 train step (bf16, batch 256, synthetic data;
+           27.1 TFLOP per step, 24.9% MFU; BENCHMARKS.md). Assumed: linear scaling to 8 chips,
+           the same per-chip rate at batch 128 and an input pipeline that keeps up (18.6k
+           augmented images/s); evaluation and checkpoints are not counted.
 Result:    DeiT-B 81.8% top-1 (DeiT paper Table 7), with RandAugment, mixup 0.8, cutmix
            1.0, label smoothing 0.1, random erasing 0.25, drop path 0.1, AdamW 5e-4 x bs/512.
 Other data: --config.dataset=<any tfds classification dataset>.

@@ -500,7 +500,8 @@ def _throughput_table(drows: list[dict]) -> list[str]:
         ratio = f"{r['images_per_s'] / max(best):.2f}x" if r["framework"] == "jax" and best else "-"
         mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
         if "scan=True" in r["options"] and not r.get("flops_from"):
-            mfu = tflops = None  # recorded before scanned FLOPs were counted per iteration
+            # FLOPs of a scanned row without flops_from count the loop body once: not shown
+            mfu = tflops = None
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['batch']} | "
             f"{r.get('img_size', '-')} | {r['framework']} | {r['options']} | "

@@ -1,5 +1,5 @@
 """Test configuration: 8 fake CPU devices (for sharding tests), float32 at highest matmul
-precision (PARITY.md: the default may use bf16/TF32 passes), and timm's unfused attention."""
+precision (docs/parity.md: the default may use bf16/TF32 passes), and timm's unfused attention."""
 
 import os
 

@@ -7,7 +7,7 @@ import torch
 
 import jaxbones
 
-TOL = 1e-4  # PARITY.md: logits within 1e-4, relative to the logit scale
+TOL = 1e-4  # docs/parity.md: logits within 1e-4, relative to the logit scale
 
 # Tests are dominated by XLA compile time on 2 CPU cores; the backend's optimisation passes
 # change speed, not results, so tests that run a program once skip them.

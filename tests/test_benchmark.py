@@ -106,7 +106,7 @@ def test_render_knob_study_and_ratio_pairing():
         row(study="s", knob="remat_policy=full", images_per_s=40.0, temp_gb=0.5, compile_s=12.0),
         row(study="s", knob="xla=--xla_cpu_multi_thread_eigen=false", images_per_s=20.0),
         row(study="s", knob="torch-eager", framework="torch-eager", images_per_s=40.0),
-        # a scanned row recorded before FLOPs were counted per loop iteration: no TFLOP shown
+        # a scanned row without flops_from (loop body counted once): no TFLOP shown
         row(model="m2", options="scan=True", tflops_per_step=0.123),
         row(mode="compile", step_ms=None, images_per_s=None, images_per_s_per_device=None),
         row(mode="compile", options="scan=True", step_ms=None, images_per_s=None, compile_s=2.5),

@@ -1,4 +1,4 @@
-"""Layers against their torch counterparts, and the negative tests PARITY.md asks for:
+"""Layers against their torch counterparts, and the negative tests docs/parity.md asks for:
 'SAME' padding, tanh GELU and the wrong epsilon must each fail the parity check."""
 
 import functools

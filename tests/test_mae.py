@@ -20,7 +20,7 @@ from jaxbones.models.mae import patchify, reconstruct, unpatchify
 from jaxbones.registry import count_params, init_shapes
 
 PARAM_COUNTS = {
-    "mae_vit_base_patch16_dec512d8b": 111_907_840,  # PARITY.md; 111,655,680 trainable
+    "mae_vit_base_patch16_dec512d8b": 111_907_840,  # docs/parity.md; 111,655,680 trainable
     "mae_vit_large_patch16_dec512d8b": 329_541_888,
     "mae_vit_huge_patch14_dec512d8b": 657_074_508,
 }

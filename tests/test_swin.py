@@ -19,7 +19,7 @@ import jaxbones
 from jaxbones.convert.swin import resize_rel_pos_bias_table
 from jaxbones.models import swin as swin_mod
 
-# timm's own counts (1000 classes); the 224 ones are also in PARITY.md / the Swin paper.
+# timm's own counts (1000 classes); the 224 ones are also in docs/parity.md / the Swin paper.
 PARAM_COUNTS = {
     "swin_tiny_patch4_window7_224": 28_288_354,
     "swin_small_patch4_window7_224": 49_606_258,

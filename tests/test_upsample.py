@@ -89,7 +89,7 @@ def test_conv_transpose_matches_torch(cfg):
 
 
 def test_conv_transpose_without_flip_fails():
-    # the trap of PARITY.md: using the torch kernel without the spatial flip
+    # the trap of docs/parity.md: using the torch kernel without the spatial flip
     torch.manual_seed(0)
     tm = torch.nn.ConvTranspose2d(5, 4, 3, stride=2, padding=1, output_padding=1)
     x = images((2, 6, 7, 5), seed=3)

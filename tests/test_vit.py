@@ -108,7 +108,7 @@ def test_eval_parity_reduced_depth(name):
 
 def _sensitised(depth=2):
     """vit_small with tiny token statistics (LayerNorm eps dominates the variance) and a
-    large fc2 (GELU differences reach the logits): the traps of PARITY.md become visible."""
+    large fc2 (GELU differences reach the logits): the traps of docs/parity.md become visible."""
     tm = timm_model("vit_small_patch16_224", depth=depth, img_size=64)
     with torch.no_grad():
         tm.patch_embed.proj.bias.zero_()

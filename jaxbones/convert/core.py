@@ -6,7 +6,7 @@ family's module-path rules and the shared leaf rules below, and the tensor is tr
 State-dict keys that no leaf consumed are *unexpected*; leaves with no tensor are *missing*.
 Both are reported by name.
 
-Shared leaf rules (PARITY.md):
+Shared leaf rules (docs/parity.md):
   Conv ``kernel`` (kh, kw, I/g, O)  <- ``weight`` (O, I/g, kh, kw): ``w.transpose(2, 3, 1, 0)``
   Dense ``kernel`` (in, out)        <- ``weight`` (out, in):       ``w.T``
   norm ``scale`` / ``bias``         <- ``weight`` / ``bias``

@@ -1,7 +1,7 @@
 """Swin Transformer v1 key layouts: timm's (the target of the rules) and the official
 microsoft/Swin-Transformer release, canonicalised into timm's.
 
-Differences of the official layout (PARITY.md): ``layers.N.downsample`` (PatchMerging) sits
+Differences of the official layout (docs/parity.md): ``layers.N.downsample`` (PatchMerging) sits
 at the END of stage N (stages 0..2) where timm puts it at the START of stage N+1; the
 classifier is ``head`` instead of ``head.fc``; ``relative_position_index`` and ``attn_mask``
 are persistent buffers (jaxbones recomputes both: dropped). Relative-position-bias tables whose
@@ -61,7 +61,7 @@ def _linear_weights(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def _cubic(t: np.ndarray, a: float = -0.75) -> np.ndarray:
-    # Keys cubic convolution kernel with PyTorch's a = -0.75 (PARITY.md: not -0.5).
+    # Keys cubic convolution kernel with PyTorch's a = -0.75 (docs/parity.md: not -0.5).
     t = np.abs(t)
     return np.where(
         t <= 1,

@@ -1,8 +1,8 @@
 """Input pipeline: tfds ArrayRecord sources fed by grain, transforms, mixup/cutmix, and the
 offline digits datasets.
 
-Public API (see contracts): `dataset_info`, `make_train_iterator`, `make_eval_iterator`,
-`mixup_cutmix`, `resolve_data_settings`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
+Public API: `dataset_info`, `make_train_iterator`, `make_eval_iterator`, `mixup_cutmix`,
+`resolve_data_settings`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
 """
 
 from jaxbones.data.datasets import (

@@ -1,8 +1,8 @@
 """Convolutions with PyTorch-exact explicit padding.
 
 ``padding='SAME'`` in XLA puts the odd pixel of a stride-2 convolution on the high side;
-PyTorch pads ``k // 2`` on both sides. On ResNet-50 that shifts logits by 60 of 830 (PARITY.md),
-so every convolution here takes an explicit symmetric padding.
+PyTorch pads ``k // 2`` on both sides. On ResNet-50 that shifts logits by 60 of 830
+(docs/parity.md), so every convolution here takes an explicit symmetric padding.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Statistics are computed in float32 with the two-pass variance (``E[(x - mean)^2]``), whatever
 the compute dtype: Flax's ``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300
-(see PARITY.md). Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
+(see docs/parity.md). Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ _proj_init = nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3)
 class PatchEmbed(nn.Module):
     """Non-overlapping patches -> tokens: ``Conv(p x p, stride p)`` named ``proj``, then
     ``[B, H/p, W/p, C] -> [B, H/p * W/p, C]`` (row-major, the same token order as PyTorch's
-    ``flatten(2).transpose(1, 2)``; PARITY.md).
+    ``flatten(2).transpose(1, 2)``; docs/parity.md).
 
     Attributes:
       embed_dim: token width; patch_size: int or (ph, pw); bias: conv bias.

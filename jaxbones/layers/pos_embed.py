@@ -1,7 +1,7 @@
 """Position embeddings: MAE's fixed 2-D sin-cos table and timm-exact resampling of learned
 tables to a new patch grid.
 
-``sincos_2d_table`` follows facebookresearch/mae ``util/pos_embed.py`` in float64 (PARITY.md):
+``sincos_2d_table`` follows facebookresearch/mae ``util/pos_embed.py`` in float64 (docs/parity.md):
 the first half of the channels encodes the column (w) index, the second half the row (h)
 index, each half ``[sin(pos * omega), cos(pos * omega)]`` with
 ``omega = 1 / 10000 ** (arange(D/4) / (D/4))``; rows are in row-major patch order and a zero

@@ -4,7 +4,7 @@ Reference: torchvision/models/inception.py (Szegedy et al. 2015, "Rethinking the
 Architecture for Computer Vision"). Module names are torchvision's (``Mixed_6e.branch7x7_2``
 with ``conv``/``bn`` inside), so conversion needs no renaming.
 
-Two parity traps live here (PARITY.md): every ``BasicConv2d`` BatchNorm uses eps 1e-3 (not
+Two parity traps live here (docs/parity.md): every ``BasicConv2d`` BatchNorm uses eps 1e-3 (not
 1e-5), and the branch avg-pools use PyTorch's default ``count_include_pad=True``.
 """
 

@@ -44,7 +44,7 @@ from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
 Dtype = Any
-LN_EPS = 1e-5  # timm/official Swin use nn.LayerNorm's default eps (PARITY.md)
+LN_EPS = 1e-5  # timm/official Swin use nn.LayerNorm's default eps (docs/parity.md)
 MASK_VALUE = -100.0  # official/timm value added to logits of pairs from different regions
 
 # PatchMerging concatenation order as (row offset, column offset) of each 2x2 neighbour:

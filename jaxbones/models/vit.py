@@ -1,10 +1,11 @@
 """Vision Transformer (timm ``vision_transformer.VisionTransformer``), with ``scan`` over the
 blocks, named remat policies, multi-scale NHWC features and the pieces MAE reuses.
 
-Parity facts (PARITY.md): LayerNorm eps 1e-6, exact-erf GELU, fused ``qkv`` in torch row
+Parity facts (docs/parity.md): LayerNorm eps 1e-6, exact-erf GELU, fused ``qkv`` in torch row
 order, patch tokens in row-major order. Parameter names follow timm (``patch_embed.proj``,
 ``cls_token``, ``pos_embed``, ``blocks_{i}`` / scanned ``blocks``, ``norm``, ``fc_norm``,
-``head``); ``contracts.md`` relies on them for layer-wise learning-rate decay.
+``head``); the family's ``PARAM_GROUPS`` (below; ``jaxbones/layers/param_groups.py``) match
+them for weight-decay exemptions and layer-wise learning-rate decay.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Attributes of the config (the important ones):
     data keys; a local checkpoint file in the tag's format instead of its download.
   pretrained_reinit: regexes of parameter paths that keep their fresh initialisation instead
     of the checkpoint's values (a new head for the checkpoint's own classes).
-  task: 'classification' | 'mae' | 'linprobe' | 'segmentation' | 'clip'
-    (see ``jaxbones.train.tasks``).
+  task: a name registered in ``jaxbones.train.tasks.TASKS``: 'classification',
+    'classification_frozen', 'linprobe', 'mae', 'segmentation' or 'clip' built in.
   dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
   image_size, mean, std, interpolation, crop_pct, crop_mode: unset (-1, (), '') take the
     pretrained tag's values, else the registry entry's (``jaxbones.data.settings``).

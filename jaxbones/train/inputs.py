@@ -133,11 +133,6 @@ def make_iterators(config, num_classes_hint: int = 10):
         return ArrayIterator(tr, gbs, seed=config.seed), ArrayEvalIterable(te, ebs), info
     from jaxbones import data
 
-    if not hasattr(data, "make_train_iterator"):
-        raise ImportError(
-            "jaxbones.data has no make_train_iterator: install a jaxbones version with the "
-            "input pipeline, or use --config.dataset=synthetic"
-        )
     data_dir = config.data_dir or None
     info = data.dataset_info(config.dataset, data_dir=data_dir)
     from jaxbones.train.tasks import Classification, get_task

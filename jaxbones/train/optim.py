@@ -2,9 +2,10 @@
 
 ``make_optimizer(ocfg, params, num_steps, steps_per_epoch, global_batch_size, groups_of=None,
 prefix=())`` returns ``(tx, schedule, groups)``: an optax transformation (SGD+Nesterov,
-AdamW, LARS or LAMB with global-norm clipping, a weight-decay mask, layer-wise lr scales and
-frozen groups through ``optax.multi_transform`` + ``set_to_zero``), the learning-rate schedule
-(for logging) and a per-parameter table ``{path: ParamGroup}`` that ``format_groups`` prints.
+AdamW, LARS or LAMB with optional global-norm clipping, a weight-decay mask, layer-wise lr
+scales and frozen groups through ``optax.multi_transform`` + ``set_to_zero``), the
+learning-rate schedule (for logging) and a per-parameter table ``{path: ParamGroup}`` that
+``format_groups`` prints.
 
 What a parameter is (exempt from weight decay, inside a scanned stack, which layer for
 layer-wise lr decay) is declared by its model family as a
@@ -248,7 +249,26 @@ def make_optimizer(
     groups_of: ParamGroups | None = None,
     prefix: tuple[str, ...] = (),
 ):
-    """Returns ``(tx, schedule, groups)``; see the module docstring."""
+    """The optimiser of a run: ``(tx, schedule, groups)``.
+
+    Args:
+      ocfg: ``config.optimizer`` (name 'sgd' | 'adamw' | 'lars' | 'lamb', lr, base_batch_size,
+        schedule, warm-up, weight_decay, layer_decay, clip_norm, frozen, ...).
+      params: the parameter tree (arrays or ``jax.ShapeDtypeStruct``; only paths and shapes
+        are read).
+      num_steps, steps_per_epoch, global_batch_size: for the schedule (epoch-based warm-up,
+        lr x global_batch_size / base_batch_size).
+      groups_of: the model family's ``ParamGroups`` (None: only the ndim <= 1 weight-decay
+        rule, no layer ids).
+      prefix: where the model's tree sits inside ``params`` (``('backbone',)`` for a probe).
+
+    Returns:
+      tx: the optax transformation: optional global-norm clipping (``clip_norm > 0``), the
+        optimiser with its weight-decay mask, layer-wise lr scales when any differs from 1,
+        and ``set_to_zero`` for frozen parameters through ``optax.multi_transform``.
+      schedule: step -> learning rate (for logging).
+      groups: ``{path: ParamGroup}``, the table ``format_groups`` prints.
+    """
     groups = param_groups(params, ocfg, groups_of, prefix)
     schedule = make_schedule(ocfg, num_steps, steps_per_epoch, global_batch_size)
     unflat = lambda d: traverse_util.unflatten_dict(d, sep="/")

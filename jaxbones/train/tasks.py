@@ -4,22 +4,27 @@
 ``register_task(task)`` adds one (the extension point: a new task subclasses ``Task``).
 Built in: 'classification' (softmax cross-entropy; label smoothing; mixup/cutmix soft labels
 from ``jaxbones.data.mixup_cutmix``), 'classification_frozen' (the same with the model in
-inference mode while training: a new head on a frozen network), 'mae' (the model returns its reconstruction loss),
-'linprobe' (frozen backbone features -> BatchNorm without affine (eps 1e-6) -> linear head,
-as MAE's ``main_linprobe.py``), 'segmentation' (per-pixel cross-entropy + optional Dice
-from ``jaxbones.train.segmentation``, ignore index, deep-supervision heads; mean IoU from a
-confusion matrix), 'detection' (FCOS or per-token heads, ``jaxbones.train.detection``; COCO
-mAP by pycocotools).
+inference mode while training: a new head on a frozen network), 'linprobe' (frozen backbone
+features -> BatchNorm without affine (eps 1e-6) -> linear head, as MAE's
+``main_linprobe.py``), 'mae' (the model returns its reconstruction loss), 'segmentation'
+(per-pixel cross-entropy + optional Dice from ``jaxbones.train.segmentation``, ignore index,
+deep-supervision heads; mean IoU from a confusion matrix), 'clip' (the contrastive loss of
+``jaxbones.train.contrastive``; in-batch retrieval accuracy), 'detection' (FCOS or
+per-token heads, ``jaxbones.train.detection``; COCO mAP by pycocotools).
 
-A task's methods:
-  build_model(config, num_classes, channels): the Linen module.
-  init(model, config, rng, channels): the model's variables, from one zero image of the
+A ``Task`` has:
+  name: the ``config.task`` value it is registered under.
+  params_prefix: where a params-only checkpoint of the backbone goes in this task's tree
+    (``()``: the root; ``('backbone',)`` for 'linprobe').
+  best_mode: 'max' or 'min', the direction in which ``config.best_metric`` improves.
+  build_model(config, num_classes, channels=3): the Linen module.
+  init(model, config, rng, channels=3): the model's variables, from one zero image of the
     training size (plus the model's own extra init arguments, ``registry.init_kwargs``).
   loss(model, variables, batch, rng, config): (loss f32, metrics dict, new batch_stats).
   eval_sums(model, variables, batch, config): dict of per-batch sums, with 'count'.
   combine(acc, out): accumulates one batch's eval_sums (default: sums; detection: rows).
-  finalize(sums): eval metrics from the accumulated sums.
-  params_prefix: where a params-only checkpoint of the backbone goes in this task's tree.
+  finalize(sums): eval metrics from the accumulated sums (the base class divides each sum
+    by 'count').
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.registry import create_model, init_kwargs, model_fields
+from jaxbones.train import segmentation
 
 TASKS: dict[str, Task] = {}
 
@@ -240,17 +246,6 @@ class MAE(Task):
         return {"loss": outs[0].astype(jnp.float32) * jnp.sum(valid), "count": jnp.sum(valid)}
 
 
-def _seg_lib():
-    try:
-        from jaxbones.train import segmentation
-    except ImportError as e:  # the UNet helper's module
-        raise ImportError(
-            "task='segmentation' needs jaxbones/train/segmentation.py (cross_entropy, "
-            "dice_loss); install a jaxbones version with the UNet family"
-        ) from e
-    return segmentation
-
-
 class Segmentation(Task):
     """Per-pixel classification: ``batch = {"image" [B, H, W, C], "mask" int [B, H, W]}``.
 
@@ -276,10 +271,9 @@ class Segmentation(Task):
         return out
 
     def loss(self, model, variables, batch, rng, config):
-        seg = _seg_lib()
         out, bs = _apply(model, variables, batch["image"], True, rng)
         ignore = config.ignore_index
-        loss = seg.segmentation_loss(
+        loss = segmentation.segmentation_loss(
             out,
             batch["mask"],
             ignore_index=ignore,
@@ -294,7 +288,6 @@ class Segmentation(Task):
         return loss, {"pixel_accuracy": acc}, bs
 
     def eval_sums(self, model, variables, batch, config):
-        seg = _seg_lib()
         out, _ = _apply(model, variables, batch["image"], False, None)
         logits = self.seg_logits(out)
         k = logits.shape[-1]
@@ -302,7 +295,7 @@ class Segmentation(Task):
         # padding examples (valid=False) count nowhere: their pixels become ignored
         valid = _valid(batch, logits.shape[0])[:, None, None] > 0
         mask = jnp.where(valid, batch["mask"], ignore)
-        conf = seg.confusion_matrix(logits, mask, k, ignore_index=ignore)  # [true, pred]
+        conf = segmentation.confusion_matrix(logits, mask, k, ignore_index=ignore)  # [true, pred]
         return {"confusion": conf, "count": jnp.sum(conf)}
 
     def finalize(self, sums):
