@@ -272,13 +272,13 @@ def finetune_modes(path: str, data_dir: str, modes) -> list[dict]:
     rows = []
     for mode in modes:
         out = finetune.main([*base, f"--config.mode={mode}"])
-        params, stats = _flat(out["_state"].params), _flat(out["_state"].batch_stats)
+        params, stats = _flat(out.state.params), _flat(out.state.batch_stats)
         moved = {k.split("/")[0] for k, v in params.items() if not np.array_equal(v, pre_params[k])}
         rows.append(
             {
                 "mode": mode,
-                "model": out["_config"].model,
-                "step": out["step"],
+                "model": out.config.model,
+                "step": out.metrics["step"],
                 "moved": sorted(moved),
                 "groups": sorted({k.split("/")[0] for k in params}),
                 "new_head": not np.array_equal(params["fc/kernel"], pre_params["fc/kernel"]),
