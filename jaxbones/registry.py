@@ -164,13 +164,15 @@ def init_variables(name: str, seed: int = 0, **overrides: Any) -> dict[str, Any]
     model = create_model(name, **overrides)
     x = dummy_input(name, model)
     init = functools.partial(model.init, train=False, **init_kwargs(model))
-    options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
     fn = jax.jit(lambda r: init(r, jnp.zeros(x.shape, x.dtype)), compiler_options=options)
     variables = fn(jax.random.PRNGKey(seed))
     return jax.tree_util.tree_map(np.asarray, flax_core.unfreeze(variables))
 
 
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# XLA options for a program that runs once (an init, a FLOP count, a test): the backend's
+# optimisation passes change its speed, not its results, and cost most of the compile time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def count_params(tree: Any) -> int:

@@ -58,7 +58,7 @@ def measure(name: str) -> dict[str, Any]:
 
     # The flop count comes from XLA's HLO cost analysis; LLVM's backend optimisation level
     # does not change it, only the compile time.
-    fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+    fast = jaxbones.registry.FAST_COMPILE
     flops = _flops(jax.jit(forward, compiler_options=fast).lower(variables, x).compile())
     return {
         "name": name,

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from jaxbones.convert.mae import from_transformers_layout
+from jaxbones.registry import FAST_COMPILE
 
 START = "<!-- train-parity:start -->"
 END = "<!-- train-parity:end -->"
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 

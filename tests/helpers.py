@@ -11,7 +11,7 @@ TOL = 1e-4  # docs/parity.md: logits within 1e-4, relative to the logit scale
 
 # Tests are dominated by XLA compile time on 2 CPU cores; the backend's optimisation passes
 # change speed, not results, so tests that run a program once skip them.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+FAST_COMPILE = jaxbones.registry.FAST_COMPILE
 
 
 def fast_jit(fn, **kw):

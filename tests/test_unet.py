@@ -69,7 +69,7 @@ SMOKE_OVERRIDES = {
 
 # XLA:CPU spends most of its compile time optimising code that runs once or a few times here
 # (the RNG-heavy init graph takes minutes); the tests compile with cheap settings instead.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+FAST_COMPILE = jaxbones.registry.FAST_COMPILE
 
 
 def fast_jit(fn, *args):
