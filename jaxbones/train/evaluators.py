@@ -116,9 +116,14 @@ def _host_value(x):
     return np.asarray(jax.device_get(x))
 
 
-def _first_images(ev: Evaluator, n: int) -> dict:
+def _picture_inputs(ev: Evaluator, state) -> tuple[dict, dict] | None:
+    """(the first ``num_images`` examples of the split, the host variables to draw them with)
+    for a picture evaluator; None where it writes nothing (not process 0, or no workdir)."""
+    if not (ev.ctx.main and ev.path()):
+        return None
     batch = next(iter(ev.batches()))
-    return {k: np.asarray(v)[:n] for k, v in batch.items()}
+    batch = {k: np.asarray(v)[: ev.options["num_images"]] for k, v in batch.items()}
+    return batch, jax.device_get(state.variables(ema=ev.ctx.config.eval_ema))
 
 
 @register_evaluator("mae_reconstruction")
@@ -126,13 +131,12 @@ class MAEReconstruction(Evaluator):
     defaults: ClassVar[dict] = {"num_images": 4}
 
     def run(self, state, step):
-        if not (self.ctx.main and self.path()):
+        if (inputs := _picture_inputs(self, state)) is None:
             return {}
         from jaxbones.train.visualize import save_mae_reconstruction
 
         c = self.ctx.config
-        batch = _first_images(self, self.options["num_images"])
-        variables = jax.device_get(state.variables(ema=c.eval_ema))
+        batch, variables = inputs
         path = save_mae_reconstruction(
             self.ctx.model, variables, batch["image"], self.path(), c.mean, c.std
         )
@@ -145,13 +149,12 @@ class SegmentationPredictions(Evaluator):
     defaults: ClassVar[dict] = {"num_images": 8}
 
     def run(self, state, step):
-        if not (self.ctx.main and self.path()):
+        if (inputs := _picture_inputs(self, state)) is None:
             return {}
         from jaxbones.train import segmentation
 
         c = self.ctx.config
-        batch = _first_images(self, self.options["num_images"])
-        variables = jax.device_get(state.variables(ema=c.eval_ema))
+        batch, variables = inputs
         out = self.ctx.model.apply(variables, batch["image"], train=False)
         logits = self.ctx.task.seg_logits(out)
         path = segmentation.save_predictions_png(
