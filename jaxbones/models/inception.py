@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxbones.constants import INCEPTION_MEAN, INCEPTION_STD
+from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers import ConvNormAct, avg_pool2d, check_input, max_pool2d
 from jaxbones.models._features import select_levels
 from jaxbones.models._pretrained import timm_hub, torchvision_url
@@ -222,8 +222,8 @@ class InceptionV3(nn.Module):
         x = x.astype(self.dtype or x.dtype)
         if self.transform_input:
             # torchvision: x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5 with ImageNet mean/std
-            mean = jnp.array((0.485, 0.456, 0.406), x.dtype)
-            std = jnp.array((0.229, 0.224, 0.225), x.dtype)
+            mean = jnp.array(IMAGENET_MEAN, x.dtype)
+            std = jnp.array(IMAGENET_STD, x.dtype)
             x = x * (std / 0.5) + (mean - 0.5) / 0.5
         kw = {"bn_eps": self.bn_eps, "dtype": self.dtype, "param_dtype": self.param_dtype}
 
@@ -311,8 +311,8 @@ _NO_AUX = {"aux_logits": False}
 torchvision_url(
     "inception_v3.tv_in1k",
     "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     crop_pct=0.8743,
     top1=77.294,
     top5=93.45,
@@ -338,8 +338,8 @@ timm_hub(
 timm_hub(
     "inception_v3.gluon_in1k",
     model_kwargs=_NO_AUX,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="apache-2.0",
     top1=78.806,

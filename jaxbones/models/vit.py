@@ -17,7 +17,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from jaxbones.constants import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+)
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path, drop_path_rates
@@ -407,8 +414,8 @@ timm_hub(
 timm_hub(
     "vit_small_patch16_224.dino",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="apache-2.0",
 )
@@ -493,24 +500,24 @@ timm_hub(
 timm_hub(
     "vit_base_patch16_224.bamboo",
     num_classes=115217,
-    mean=(0.48145466, 0.4578275, 0.40821073),
-    std=(0.26862954, 0.26130258, 0.27577711),
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
     interpolation="bicubic",
     crop_pct=1.0,
 )
 timm_hub(
     "vit_base_patch16_224.dino",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="apache-2.0",
 )
 timm_hub(
     "vit_base_patch16_224.mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="cc-by-nc-4.0",
 )
@@ -520,8 +527,8 @@ register_pretrained(
     state_dict_key="model",
     source="facebookresearch/mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
@@ -532,8 +539,8 @@ register_pretrained(
     url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
     state_dict_key="model",
     source="facebookresearch/mae",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
@@ -626,8 +633,8 @@ timm_hub(
 timm_hub(
     "vit_large_patch16_224.mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="cc-by-nc-4.0",
 )
@@ -637,8 +644,8 @@ register_pretrained(
     state_dict_key="model",
     source="facebookresearch/mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
@@ -649,8 +656,8 @@ register_pretrained(
     url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_large.pth",
     state_dict_key="model",
     source="facebookresearch/mae",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
@@ -682,8 +689,8 @@ timm_hub(
 timm_hub(
     "vit_huge_patch14_224.mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     license="cc-by-nc-4.0",
 )
@@ -693,8 +700,8 @@ register_pretrained(
     state_dict_key="model",
     source="facebookresearch/mae",
     num_classes=0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
@@ -705,8 +712,8 @@ register_pretrained(
     url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_huge.pth",
     state_dict_key="model",
     source="facebookresearch/mae",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     interpolation="bicubic",
     crop_pct=0.875,
     license="cc-by-nc-4.0",
