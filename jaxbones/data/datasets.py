@@ -271,8 +271,9 @@ def find_fashion_mnist(data_dir: str | None = None) -> str:
     missing = [s for s in stems if not _idx_file(candidates[-1], s)]
     raise DatasetNotPreparedError(
         f"Fashion-MNIST IDX files not found in {' or '.join(map(repr, candidates))} "
-        f"(missing in {candidates[-1]!r}: {', '.join(missing)}, each optionally .gz). Install the package "
-        f"`apt-get install dataset-fashion-mnist` (it puts them in {FASHION_MNIST_SYSTEM_DIR}), "
+        f"(missing in {candidates[-1]!r}: {', '.join(missing)}, each optionally .gz). "
+        "Install the package `apt-get install dataset-fashion-mnist` (it puts them in "
+        f"{FASHION_MNIST_SYSTEM_DIR}), "
         f"or point ${FASHION_MNIST_ENV} at a directory holding {', '.join(stems)} (each may "
         "be gzipped)."
     )
