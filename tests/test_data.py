@@ -437,6 +437,39 @@ def test_crops_match_timm_and_torchvision(interp):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def test_jpeg_draft_same_boxes_close_pixels():
+    """The reduced-size JPEG decode option draws the same random numbers (so the same crop
+    boxes and flips), equals the exact path where the crop is too small to reduce, and stays
+    within a few grey levels elsewhere (a real photo: scikit-learn's china.jpg, 640x427)."""
+    import sklearn.datasets
+
+    assert transforms.draft_scale((0, 0, 500, 375), 112) == 2
+    assert transforms.draft_scale((10, 0, 1010, 900), 112) == 8
+    assert transforms.draft_scale((0, 0, 447, 447), 224) == 1
+    path = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
+    with open(path, "rb") as f:
+        raw = f.read()
+    cfg = pipeline._augment_config("classification", None)
+    exact = pipeline._TrainTransform("classification", 112, MEAN, STD, cfg)
+    fast = pipeline._TrainTransform("classification", 112, MEAN, STD, {**cfg, "jpeg_draft": True})
+    scales = collections.Counter()
+    for seed in range(12):
+        rngs = [np.random.default_rng(seed) for _ in range(3)]
+        a = exact.random_map({"image": raw, "label": 1}, rngs[0])["image"]
+        b = fast.random_map({"image": raw, "label": 1}, rngs[1])["image"]
+        assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
+        left, top, w, h = transforms.rrc_box(640, 427, rngs[2], cfg["scale"], cfg["ratio"])
+        scale = transforms.draft_scale((left, top, left + w, top + h), 112)
+        scales[scale] += 1
+        diff = np.abs(a - b) * STD * 255  # grey levels
+        if scale == 1:
+            np.testing.assert_array_equal(a, b)
+        else:
+            psnr = 10 * np.log10(255**2 / np.mean(diff**2))
+            assert diff.mean() < 4 and psnr > 28, (seed, diff.mean(), psnr)
+    assert scales[1] and scales[2], scales  # both paths were taken
+
+
 def test_oxford_pet_mock_segmentation_masks():
     with tfds.testing.mock_data(num_examples=4):
         src = data.open_source("oxford_iiit_pet", "train")

@@ -97,7 +97,14 @@ def test_encoded_jpeg_path(jpeg_dir):
 def test_bench_input_runs(jpeg_dir, capsys):
     bench_input.main(
         ["--data_dir", jpeg_dir, "--num_images", "8", "--batch", "4", "--workers", "0"]
+        + ["--image_size", "64"]
     )
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith(("train", "eval"))]
-    assert len(rows) == 3 and all(float(r[-1]) > 0 for r in rows)
+    assert len(rows) == 4 and all(float(r[-1]) > 0 for r in rows), out
+    assert [r for r in rows if r[:2] == ["eval", "73/64"]], out
+    # 500x375 JPEGs cropped to 64 px: most crops keep >= 128 px per side and decode reduced
+    got = bench_input.compare_draft(jpeg_dir, 64, 6)
+    assert got["images"] == got["same_random_draws"] == 6, got
+    assert sum(n for s, n in got["dct_scales"].items() if s > 1) >= 1, got
+    assert 0 < got["mean_abs"] < 8 and got["psnr_db"] > 25, got

@@ -25,6 +25,7 @@ RECIPES = [
     "detection",
     "clip_pretrain",
     "finetune",
+    "fashion_mnist",
 ]
 
 
@@ -60,6 +61,47 @@ def test_missing_dataset_names_the_fix(tmp_path):
         )
     msg = str(e.value).lower()
     assert "prepare" in msg and "data_dir" in msg, msg  # names the preparation command
+
+
+def test_fashion_mnist_recipe_is_the_torch_scripts():
+    """The jaxbones recipe and scripts/torch_fashion_mnist.py train the same thing: a
+    1-channel ResNet-18 of the same size, the same lr at every step, the same data keys."""
+    import timm
+
+    from experiments import fashion_mnist
+    from jaxbones import create_model
+    from jaxbones.train.optim import make_schedule
+    from scripts import torch_fashion_mnist
+
+    c, r = fashion_mnist.get_config(), fashion_mnist.RECIPE
+    assert c.dataset == "fashion_mnist" and len(c.mean) == len(c.std) == 1
+    assert (c.image_size, c.global_batch_size, c.num_epochs) == (
+        r["image_size"],
+        r["batch_size"],
+        r["epochs"],
+    )
+    assert (c.augment.scale, c.augment.ratio, c.augment.hflip) == (
+        r["rrc_scale"],
+        r["rrc_ratio"],
+        r["hflip"],
+    )
+    assert c.evals.eval.every == fashion_mnist.TRAIN_EXAMPLES // c.global_batch_size
+
+    spe = fashion_mnist.TRAIN_EXAMPLES // c.global_batch_size
+    total = int(c.num_epochs * spe)
+    sched = make_schedule(c.optimizer, total, spe, c.global_batch_size)
+    warm = round(c.optimizer.warmup_epochs * spe)
+    steps = [0, 1, warm // 2, warm - 1, warm, warm + 1, total // 2, total - 2, total - 1]
+    got = [torch_fashion_mnist.lr_at(s, r["lr"], warm, total) for s in steps]
+    np.testing.assert_allclose(got, [float(sched(s)) for s in steps], rtol=1e-5, atol=1e-9)
+
+    model = create_model(c.model, num_classes=10, in_chans=1)
+    x = jax.ShapeDtypeStruct((1, 32, 32, 1), np.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    ours = sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes["params"]))
+    ref = timm.create_model("resnet18", in_chans=1, num_classes=10)
+    assert ours == sum(p.numel() for p in ref.parameters())
+    assert tuple(ref.conv1.weight.shape) == (64, 1, 7, 7)
 
 
 @pytest.mark.slow  # 88 ResNet-18 steps at 32 px: ~2 min on 2 idle CPU cores

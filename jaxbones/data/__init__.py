@@ -1,5 +1,5 @@
 """Input pipeline: tfds ArrayRecord sources fed by grain, transforms, mixup/cutmix, and the
-offline digits datasets.
+offline datasets (digits, fashion_mnist).
 
 Public API: `dataset_info`, `make_train_iterator`, `make_eval_iterator`, `mixup_cutmix`,
 `resolve_data_settings`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.

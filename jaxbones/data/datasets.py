@@ -16,12 +16,19 @@ Offline datasets (built on first use into `data_dir`, atomically, under a file l
               BBoxFeature as coco/2017, around the ink >= 4/16; `label` 0..9}. 2000 train
               canvases from the 1437 train digits, 500 test canvases from the 360 test digits
               (seeds 1 / 2).
+  fashion_mnist  Zalando's Fashion-MNIST (60000 train / 10000 test 28x28 grayscale images,
+              10 classes, MIT licence), stored as uint8 [28, 28, 1], from its four IDX files
+              (``read_idx``; gzipped or not) found in $JAXBONES_FASHION_MNIST_DIR if set, else
+              ``<data_dir>/downloads/manual/`` (tfds's manual-download directory), else
+              ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package
+              ``dataset-fashion-mnist``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import os
 import shutil
 import uuid
@@ -32,8 +39,8 @@ import tensorflow_datasets as tfds
 
 __all__ = ["DatasetNotPreparedError", "dataset_info", "default_data_dir", "open_source"]
 
-LOCAL_DATASETS = ("digits", "digits_seg", "digits_det")
-_DIGITS_VERSION = "1.0.0"
+LOCAL_DATASETS = ("digits", "digits_seg", "digits_det", "fashion_mnist")
+_LOCAL_VERSION = "1.0.0"  # of every offline dataset's build
 _DIGITS_NUM_TEST = 360
 _DIGITS_INK_THRESHOLD = 4  # of 16: pixels at least this dark are the digit's strokes
 
@@ -70,9 +77,9 @@ def _load_digits():
 class Digits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's 8x8 digits as a tfds dataset (registered as `digits`)."""
 
-    VERSION = tfds.core.Version(_DIGITS_VERSION)
+    VERSION = tfds.core.Version(_LOCAL_VERSION)
     RELEASE_NOTES: ClassVar[dict] = {
-        _DIGITS_VERSION: "sklearn.datasets.load_digits, fixed 1437/360 split."
+        _LOCAL_VERSION: "sklearn.datasets.load_digits, fixed 1437/360 split."
     }
     # No download checksums file. tfds derives this path from the package resources, which
     # needs importlib_resources under editable installs; None skips the checksum lookup.
@@ -203,15 +210,144 @@ class DigitsDet(Digits):
             yield k, _digits_det_canvas(rng, images[pool], raw[pool], labels[pool])
 
 
-_LOCAL_BUILDERS = {"digits": Digits, "digits_seg": DigitsSeg, "digits_det": DigitsDet}
+FASHION_MNIST_ENV = "JAXBONES_FASHION_MNIST_DIR"
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+# split -> (images file, labels file), as the dataset publishes them (optionally + ".gz")
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format; gzipped if the name ends in .gz) as a numpy array.
+
+    Only unsigned-byte data (type code 0x08) is accepted, the type of every (Fashion-)MNIST
+    file. Raises ValueError naming the file when the header or the length is wrong.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (the first two bytes must be zero)")
+    if raw[2] != 0x08:
+        raise ValueError(f"{path}: IDX data type 0x{raw[2]:02x}, only unsigned bytes (0x08)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) != header + int(np.prod(shape)):
+        raise ValueError(
+            f"{path}: {len(raw) - header} data bytes for shape {shape} (truncated or damaged)"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _idx_file(directory: str, stem: str) -> str | None:
+    for name in (stem, stem + ".gz"):
+        if os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return None
+
+
+def find_fashion_mnist(data_dir: str | None = None) -> str:
+    """The directory holding Fashion-MNIST's four IDX files (module docstring for the order).
+
+    Raises DatasetNotPreparedError naming the package, the directories searched and the
+    missing files when none holds all four.
+    """
+    if os.environ.get(FASHION_MNIST_ENV):
+        candidates = [os.path.expanduser(os.environ[FASHION_MNIST_ENV])]
+    else:
+        data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+        candidates = [os.path.join(data_dir, "downloads", "manual"), FASHION_MNIST_SYSTEM_DIR]
+    stems = [f for pair in _FASHION_MNIST_FILES.values() for f in pair]
+    for d in candidates:
+        if all(_idx_file(d, stem) for stem in stems):
+            return d
+    missing = [s for s in stems if not _idx_file(candidates[-1], s)]
+    raise DatasetNotPreparedError(
+        f"Fashion-MNIST IDX files not found in {' or '.join(map(repr, candidates))} "
+        f"(missing in {candidates[-1]!r}: {', '.join(missing)}, each optionally .gz). "
+        "Install the package `apt-get install dataset-fashion-mnist` (it puts them in "
+        f"{FASHION_MNIST_SYSTEM_DIR}), "
+        f"or point ${FASHION_MNIST_ENV} at a directory holding {', '.join(stems)} (each may "
+        "be gzipped)."
+    )
+
+
+def load_fashion_mnist(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """([N, 28, 28] uint8 images, [N] int64 labels) of `split` ('train' | 'test') from the
+    IDX files in `directory`; ValueError naming the files when they disagree."""
+    images_stem, labels_stem = _FASHION_MNIST_FILES[split]
+    images_path = _idx_file(directory, images_stem) or os.path.join(directory, images_stem)
+    labels_path = _idx_file(directory, labels_stem) or os.path.join(directory, labels_stem)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{images_path} {images.shape} and {labels_path} {labels.shape}: expected "
+            "[N, H, W] images and [N] labels of the same N"
+        )
+    if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise ValueError(f"{labels_path}: label {labels.max()} outside 0..9")
+    return images, labels.astype(np.int64)
+
+
+class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Fashion-MNIST from its IDX files (module docstring). Not in tfds's registry, which
+    has its own ``fashion_mnist`` (a download); read with ``open_source``."""
+
+    name = "fashion_mnist"
+    VERSION = tfds.core.Version(_LOCAL_VERSION)
+    RELEASE_NOTES: ClassVar[dict] = {_LOCAL_VERSION: "The four published IDX files."}
+    code_path = None  # as Digits
+    source_dir = ""  # the IDX directory; set by ensure_local_dataset before preparing
+
+    def _feature_spec(self):
+        return {
+            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+            "label": tfds.features.ClassLabel(names=FASHION_MNIST_CLASSES),
+        }
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Zalando's Fashion-MNIST, read from its IDX files (offline).",
+            features=tfds.features.FeaturesDict(self._feature_spec()),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download: the files are local
+        return {split: self._generate_examples(split) for split in _FASHION_MNIST_FILES}
+
+    def _generate_examples(self, split: str):
+        images, labels = load_fashion_mnist(self.source_dir, split)
+        for i in range(len(images)):
+            yield i, {"image": images[i][..., None], "label": int(labels[i])}
+
+
+_LOCAL_BUILDERS = {
+    "digits": Digits,
+    "digits_seg": DigitsSeg,
+    "digits_det": DigitsDet,
+    "fashion_mnist": FashionMnist,
+}
+
+
+def _local_dir(name: str, data_dir: str) -> str:
+    return os.path.join(data_dir, name, str(_LOCAL_BUILDERS[name].VERSION))
 
 
 def _is_built(name: str, data_dir: str) -> bool:
-    return os.path.exists(os.path.join(data_dir, name, _DIGITS_VERSION, "dataset_info.json"))
+    return os.path.exists(os.path.join(_local_dir(name, data_dir), "dataset_info.json"))
 
 
 def ensure_local_dataset(name: str, data_dir: str | None = None) -> str:
-    """Builds an offline dataset (`digits`, `digits_seg`) into data_dir if missing.
+    """Builds an offline dataset (``LOCAL_DATASETS``) into data_dir if missing.
 
     The build goes into a temporary directory that is renamed into place at the end, under
     an exclusive lock, so an interrupted build never leaves a half dataset that later loads
@@ -220,6 +356,7 @@ def ensure_local_dataset(name: str, data_dir: str | None = None) -> str:
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     if _is_built(name, data_dir):
         return data_dir
+    source_dir = find_fashion_mnist(data_dir) if name == "fashion_mnist" else ""
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, f".{name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -228,12 +365,13 @@ def ensure_local_dataset(name: str, data_dir: str | None = None) -> str:
         tmp = os.path.join(data_dir, f".{name}.incomplete-{uuid.uuid4().hex[:8]}")
         try:
             builder = _LOCAL_BUILDERS[name](data_dir=tmp, file_format="array_record")
+            builder.source_dir = source_dir
             builder.download_and_prepare()
-            final = os.path.join(data_dir, name, _DIGITS_VERSION)
+            final = _local_dir(name, data_dir)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             if os.path.exists(final):  # a stale partial copy (no dataset_info.json)
                 shutil.rmtree(final)
-            os.replace(os.path.join(tmp, name, _DIGITS_VERSION), final)
+            os.replace(_local_dir(name, tmp), final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return data_dir
@@ -261,8 +399,15 @@ def open_source(name: str, split: str, data_dir: str | None = None, encoded_imag
     """
     if name in LOCAL_DATASETS:
         data_dir = ensure_local_dataset(name, data_dir)
-    else:
-        data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
+        # read from the build directory, not by name: tfds registers a `fashion_mnist` of
+        # its own (a download) that the name would resolve to
+        builder = tfds.builder_from_directory(_local_dir(name, data_dir))
+        if split not in builder.info.splits:
+            raise ValueError(
+                f"Dataset {name!r} has no split {split!r}: use {', '.join(builder.info.splits)}"
+            )
+        return builder.as_data_source(split)
+    data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as e:
@@ -323,11 +468,13 @@ def dataset_info(dataset: str, data_dir: str | None = None) -> dict:
     datasets num_classes counts the mask classes (digits_seg: 11); detection datasets (an
     ``objects`` feature with ``bbox`` and ``label``, as coco/2017) count the object classes.
     """
+    splits = {}
     if dataset in LOCAL_DATASETS:
         data_dir = ensure_local_dataset(dataset, data_dir)
-    splits = {}
+        info = tfds.builder_from_directory(_local_dir(dataset, data_dir)).info
+        splits = {k: v.num_examples for k, v in info.splits.items()}
     with contextlib.suppress(Exception):
-        splits = {
+        splits = splits or {
             k: v.num_examples
             for k, v in tfds.builder(dataset, data_dir=data_dir).info.splits.items()
         }

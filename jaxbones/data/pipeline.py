@@ -29,7 +29,10 @@ __all__ = ["make_eval_iterator", "make_train_iterator", "per_process_batch_size"
 
 
 # augment defaults per task; `rrc=False` replaces the random resized crop by a plain resize
-# of the whole image (small datasets such as digits).
+# of the whole image (small datasets such as digits). `jpeg_draft=True` decodes a JPEG at a
+# reduced DCT scale when the crop keeps >= image_size pixels per side
+# (transforms.draft_crop_resize): the same crop boxes and random draws, pixels close to but
+# not equal to torchvision's, faster on photos much larger than the crop's output.
 _AUGMENT_DEFAULTS = {
     "classification": {
         "rrc": True,
@@ -39,6 +42,7 @@ _AUGMENT_DEFAULTS = {
         "interpolation": "bilinear",
         "randaugment": None,
         "reprob": 0.0,
+        "jpeg_draft": False,
     },
     # MAE (facebookresearch/mae main_pretrain.py): RandomResizedCrop(scale=(0.2, 1.0),
     # interpolation=3 (bicubic)), RandomHorizontalFlip.
@@ -48,6 +52,7 @@ _AUGMENT_DEFAULTS = {
         "ratio": (3 / 4, 4 / 3),
         "hflip": 0.5,
         "interpolation": "bicubic",
+        "jpeg_draft": False,
     },
     "segmentation": {
         "rrc": True,
@@ -167,7 +172,8 @@ class _TrainTransform(grain.transforms.RandomMap):
         else:
             box = (0, 0, img.width, img.height)
         interp = transforms.interpolation(cfg["interpolation"], rng)
-        img = transforms.crop_resize(img, box, size, interp)
+        crop = transforms.draft_crop_resize if cfg.get("jpeg_draft") else transforms.crop_resize
+        img = crop(img, box, size, interp)
         if mask is not None:  # same crop, nearest neighbour so labels stay labels
             mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
         flip = cfg["hflip"] > 0 and rng.random() < cfg["hflip"]
@@ -275,7 +281,8 @@ def make_train_iterator(
     xyxy normalised, "labels" i32 [b,M], "box_valid" bool [b,M]} (M = max_boxes; the
     image resized whole, optional hflip) with b = global_batch_size // process_count.
     `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
-    and for classification randaugment ('rand-m9-mstd0.5') and reprob).
+    for classification randaugment ('rand-m9-mstd0.5') and reprob, for classification and
+    mae jpeg_draft: reduced-size JPEG decoding, see ``_AUGMENT_DEFAULTS``).
     """
     cfg = _augment_config(task, augment)
     pi, pc = _processes(process_index, process_count)

@@ -3,7 +3,9 @@
 Used by `scripts/bench_input.py` and the tests of the encoded-image path: the images are
 stored JPEG-encoded (bytes written as is, so no TensorFlow is needed) and tfds decodes them
 with PIL on read, exactly like imagenet2012. Importing this module registers the builder;
-its size is SyntheticJpeg.NUM_IMAGES ($BENCH_NUM_IMAGES, default 512).
+its size is SyntheticJpeg.NUM_IMAGES ($BENCH_NUM_IMAGES, default 512), the images
+SyntheticJpeg.SIZE (width, height; 500x375, ImageNet's most common size), alternately
+landscape and portrait.
 """
 
 import io
@@ -20,6 +22,7 @@ class SyntheticJpeg(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     code_path = None  # no checksums file (see jaxbones.data.datasets.Digits)
     NUM_IMAGES = int(os.environ.get("BENCH_NUM_IMAGES", "512"))
+    SIZE = (500, 375)
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -38,11 +41,12 @@ class SyntheticJpeg(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         rng = np.random.default_rng(0)
         # smooth gradients plus noise: JPEG sizes close to natural photos (~100 KB)
-        yy, xx = np.mgrid[0:500, 0:500]
+        long, short = max(self.SIZE), min(self.SIZE)
+        yy, xx = np.mgrid[0:long, 0:long]
         base = np.stack([(xx * (c + 1) + yy * (3 - c)) % 256 for c in range(3)], -1)
         noisy = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
         for i in range(self.NUM_IMAGES):
-            h, w = (375, 500) if i % 2 else (500, 375)
+            h, w = (short, long) if i % 2 else (long, short)
             img = np.roll(noisy, 7 * i, axis=(0, 1))[:h, :w]
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, format="JPEG", quality=90)

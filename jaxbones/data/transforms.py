@@ -3,6 +3,8 @@
 Semantics follow torchvision/timm, which the PyTorch references were trained with:
   random_resized_crop   torchvision RandomResizedCrop.get_params (10 tries, then the
                         center-crop fallback clamped to the ratio range), one PIL resize.
+                        ``draft_crop_resize`` (an option) decodes the same box from a JPEG
+                        at a reduced DCT scale instead: not pixel-exact, faster.
   resize_center_crop    timm eval (crop_mode): 'center' shorter side -> floor(size / crop_pct)
                         then centre crop; 'squash' both sides -> floor(size / crop_pct)
                         (aspect not kept) then centre crop; 'border' longer side ->
@@ -32,6 +34,7 @@ __all__ = [
     "CROP_MODES",
     "INTERPOLATIONS",
     "RandAugment",
+    "draft_crop_resize",
     "hflip",
     "normalize",
     "random_erasing",
@@ -108,6 +111,37 @@ def crop_resize(img, box, size, resample):
     if box != (0, 0, img.width, img.height):
         img = img.crop(box)
     return img.resize((size, size), resample)
+
+
+DRAFT_SCALES = (8, 4, 2, 1)  # the DCT scalings libjpeg decodes to (1/8, 1/4, 1/2, 1)
+
+
+def draft_scale(box, size: int) -> int:
+    """The largest JPEG reduction s (8, 4, 2 or 1) at which the crop `box` (left, top, right,
+    bottom) keeps at least size x size pixels, so the resize still only shrinks."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return next(s for s in DRAFT_SCALES if s == 1 or min(w, h) >= size * s)
+
+
+def draft_crop_resize(img, box, size, resample):
+    """`crop_resize` that decodes a JPEG at a reduced size first (the fast train option).
+
+    For a not yet decoded JPEG (``to_pil`` of the encoded bytes) libjpeg decodes at the
+    DCT scale 1/s of ``draft_scale`` (the crop keeps >= size pixels per side), and one PIL
+    resize reads the crop's box, in the reduced image's coordinates, straight to size x size
+    (no separate crop copy). Reduced pixel i covers original pixels [i s, (i + 1) s), so the
+    box is the same region of the picture; the pixels differ from the full decode's by the
+    DCT-domain downscaling (``scripts/bench_input.py --compare`` measures it). Anything else
+    (s = 1, decoded images, other formats) takes ``crop_resize``, pixel for pixel.
+    """
+    s = draft_scale(box, size)
+    if s == 1 or getattr(img, "format", None) != "JPEG" or not getattr(img, "tile", None):
+        return crop_resize(img, box, size, resample)
+    img.draft(None, (img.width // s, img.height // s))  # picks exactly s (see draft_scale)
+    scaled = tuple(v / s for v in box)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img.resize((size, size), resample, box=scaled)
 
 
 def resize_shorter(img, short, resample):
