@@ -256,3 +256,12 @@ def test_dcn_axes_are_the_major_part_and_bad_sizes_name_the_fix():
     sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
     with pytest.raises(ValueError, match="4 batch shards"):
         sharding.check_batch_size(6, 1, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+
+
+def test_tensor_group_across_processes_names_the_fix(monkeypatch):
+    # 4 processes of 2 devices: a tensor group of 4 would join processes reading other examples
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    monkeypatch.setattr(jax, "local_device_count", lambda: 2)
+    with pytest.raises(ValueError, match="tensor to a divisor of 2"):
+        sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 2, "tensor": 4}))
+    sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 4, "tensor": 2}))

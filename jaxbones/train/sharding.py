@@ -238,6 +238,15 @@ def check_batch_size(global_batch_size: int, accum_steps: int = 1, mesh: Mesh | 
         )
     if global_batch_size % n_proc:  # pragma: no cover - implied by the device check
         raise ValueError(f"global_batch_size must be a multiple of process_count={n_proc}")
+    n_local, tensor = jax.local_device_count(), mesh.shape["tensor"] if mesh is not None else 1
+    if n_proc > 1 and n_local % tensor:
+        # each process feeds its own examples: a tensor group, which shares its examples,
+        # must not span processes
+        raise ValueError(
+            f"config.mesh.tensor={tensor} does not divide the {n_local} devices of a process, "
+            f"so a tensor group would span processes that read different examples; set "
+            f"--config.mesh.tensor to a divisor of {n_local}"
+        )
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
