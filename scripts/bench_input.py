@@ -90,7 +90,11 @@ def compare_draft(data_dir: str, image_size: int, num: int) -> dict:
         "dct_scales": dict(sorted(scales.items())),
     }
     if n_px:
-        out.update(mean_abs=ab / n_px, psnr_db=10 * math.log10(255**2 / (sq / n_px)), max_abs=worst)
+        out.update(
+            mean_abs=round(float(ab / n_px), 3),
+            psnr_db=round(10 * math.log10(255**2 / (sq / n_px)), 2),
+            max_abs=float(worst),
+        )
     return out
 
 

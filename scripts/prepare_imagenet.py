@@ -12,7 +12,8 @@ archives: tfds re-encodes a few CMYK/PNG JPEGs, which needs TensorFlow:
 
     python -m scripts.prepare_imagenet --dataset oxford_iiit_pet --data_dir ...
 
-The offline datasets `digits` and `digits_seg` need no preparation (built on first use).
+The offline datasets (`digits`, `digits_seg`, `digits_det`, `fashion_mnist`) build themselves
+on first use; `--dataset <name>` builds one ahead.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def main(argv=None) -> int:
     manual_dir = os.path.abspath(
         os.path.expanduser(args.manual_dir or os.path.join(data_dir, "downloads", "manual"))
     )
-    if args.dataset in ("digits", "digits_seg"):
+    from jaxbones.data.datasets import LOCAL_DATASETS
+
+    if args.dataset in LOCAL_DATASETS:  # offline datasets (digits*, fashion_mnist)
         from jaxbones.data import ensure_local_dataset
 
         ensure_local_dataset(args.dataset, data_dir)

@@ -142,7 +142,7 @@ def main(argv=None):
                     "epoch": step / steps_per_epoch,
                     "accuracy": acc,
                     "loss": eval_loss,
-                    "train_loss": float(loss),
+                    "train_loss": loss.item(),
                     "wall_s": time.perf_counter() - T0,
                 }
                 out.write(json.dumps(row) + "\n")

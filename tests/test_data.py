@@ -441,12 +441,13 @@ def test_jpeg_draft_same_boxes_close_pixels():
     """The reduced-size JPEG decode option draws the same random numbers (so the same crop
     boxes and flips), equals the exact path where the crop is too small to reduce, and stays
     within a few grey levels elsewhere (a real photo: scikit-learn's china.jpg, 640x427)."""
-    import sklearn.datasets
+    import importlib.util
 
     assert transforms.draft_scale((0, 0, 500, 375), 112) == 2
     assert transforms.draft_scale((10, 0, 1010, 900), 112) == 8
     assert transforms.draft_scale((0, 0, 447, 447), 224) == 1
-    path = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
+    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
+    path = os.path.join(sklearn_dir, "datasets", "images", "china.jpg")  # without the import
     with open(path, "rb") as f:
         raw = f.read()
     cfg = pipeline._augment_config("classification", None)

@@ -137,7 +137,12 @@ def draft_crop_resize(img, box, size, resample):
     s = draft_scale(box, size)
     if s == 1 or getattr(img, "format", None) != "JPEG" or not getattr(img, "tile", None):
         return crop_resize(img, box, size, resample)
-    img.draft(None, (img.width // s, img.height // s))  # picks exactly s (see draft_scale)
+    width = img.width
+    # PIL picks the largest scale with size // request >= s: exactly s here
+    drafted = img.draft(None, (img.width // s, img.height // s))
+    if drafted is None:  # a JPEG layout PIL cannot draft: the full decode
+        return crop_resize(img, box, size, resample)
+    s = width / drafted[1][2]  # the scale PIL applied (its box is the image in new pixels)
     scaled = tuple(v / s for v in box)
     if img.mode != "RGB":
         img = img.convert("RGB")
