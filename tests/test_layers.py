@@ -40,7 +40,9 @@ from jaxbones.models import resnet as resnet_mod
 BATCHNORM = {"rtol": 0, "atol_of_max": 1e-5}
 RUNNING_MEAN = {"rtol": 0, "atol_of_max": 1e-5}
 RUNNING_VAR = {"rtol": 0, "atol_of_max": 1e-5}
-LARGE_MEAN_NORM = {"rtol": 0, "atol_of_max": 1e-5}
+# inputs at |x| ~ 300: float32 rounds them to ~2e-5, which the normalisation (std ~1)
+# passes to the output; measured 8.7e-5 (LayerNorm), the fast variance is off by 5e-2
+LARGE_MEAN_NORM = {"rtol": 0, "atol": 2e-4}
 MLP_OUT = {"rtol": 0, "atol_of_max": 1e-5}
 RESNET18_LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 GELU = {"rtol": 0, "atol_of_max": 1e-6}
