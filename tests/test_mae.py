@@ -29,8 +29,8 @@ from jaxbones.models.mae import patchify, reconstruct, unpatchify
 from jaxbones.registry import count_params, init_shapes
 
 # assert_close tolerances, as a fraction of each reference array's largest magnitude
-LATENT = {"rtol": 0, "atol_of_max": 1e-5}
-PREDICTION = {"rtol": 0, "atol_of_max": 1e-5}
+LATENT = {"rtol": 0, "atol": 1e-5}
+PREDICTION = {"rtol": 0, "atol": 1e-5}
 LOSS = {"rtol": 0, "atol_of_max": 1e-5}
 
 PARAM_COUNTS = {
