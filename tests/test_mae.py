@@ -28,7 +28,7 @@ from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.models.mae import patchify, reconstruct, unpatchify
 from jaxbones.registry import count_params, init_shapes
 
-# assert_close tolerances, as a fraction of each reference array's largest magnitude
+# assert_close tolerances (atol absolute; atol_of_max a fraction of the reference's max |value|)
 LATENT = {"rtol": 0, "atol": 1e-5}
 PREDICTION = {"rtol": 0, "atol": 1e-5}
 LOSS = {"rtol": 0, "atol_of_max": 1e-5}

@@ -26,7 +26,7 @@ from helpers import (
 
 import jaxbones
 
-# assert_close tolerances, as a fraction of each reference array's largest magnitude
+# assert_close tolerances (atol absolute; atol_of_max a fraction of the reference's max |value|)
 LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 # train mode normalises with the batch statistics of a few small maps: its rounding reaches
 # ~3e-5 of max|logit| (resnet50), against ~2e-6 in eval mode
@@ -34,7 +34,8 @@ TRAIN_LOGITS = {"rtol": 0, "atol_of_max": 1e-4}
 RUNNING_STATS = {"rtol": 0, "atol_of_max": 1e-4}
 FEATURES = {"rtol": 0, "atol_of_max": 1e-5}
 GRADS = {"rtol": 0, "atol_of_max": 5e-5}
-SGD_PARAMS = {"rtol": 0, "atol_of_max": 1e-5}
+# parameters after one step with lr 0.1 inherit 0.1x the gradient error: measured 1.2e-6
+SGD_PARAMS = {"rtol": 0, "atol": 5e-6}
 
 # torchvision's own counts (1000 classes); resnetv2 from timm.
 PARAM_COUNTS = {
