@@ -30,7 +30,8 @@ from jaxbones.registry import count_params, init_shapes
 # assert_close tolerances, as a fraction of each reference array's largest magnitude
 LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 SENSITISED_LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
-BF16_LOGITS = {"rtol": 0, "atol_of_max": 5e-2}
+# bfloat16 keeps 8 bits of mantissa (3.9e-3): measured 5.9e-3 of max|logit| after 2 blocks
+BF16_LOGITS = {"rtol": 0, "atol_of_max": 2e-2}
 FEATURES = {"rtol": 0, "atol_of_max": 1e-5}
 
 # timm 1.0.31's counts, asserted against timm below (1000 classes; timm builds
