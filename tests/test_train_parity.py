@@ -9,8 +9,8 @@ from helpers import assert_close
 
 from scripts import train_parity
 
-# assert_close tolerances (|ours - ref| <= atol + rtol * |ref|) for the per-step losses
-LOSSES = {"rtol": 0, "atol_of_max": 1e-5}
+# the per-step losses (~2.3) after 10 steps; BatchNorm training (ResNet-50) amplifies rounding
+LOSSES = {"rtol": 0, "atol": 1e-4}
 
 
 @pytest.mark.parametrize("case", list(train_parity.CASES))
