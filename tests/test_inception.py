@@ -6,13 +6,23 @@ Every test shares one randomised torchvision model and its conversion (``referen
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
 import timm
 import torch
 import torchvision
-from helpers import assert_close, convert, images, jax_forward, randomize_, rel_err, to_nchw
+from helpers import (
+    assert_close,
+    assert_not_close,
+    convert,
+    images,
+    jax_forward,
+    nhwc,
+    randomize_,
+    to_nchw,
+)
 
 import jaxbones
 
@@ -21,6 +31,16 @@ import jaxbones
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 import jaxbones.models.inception as inception_mod
 from jaxbones.layers import avg_pool2d
+
+# assert_close tolerances, as a fraction of each reference array's largest magnitude
+LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
+STEM_FEATURES = {"rtol": 0, "atol_of_max": 1e-5}
+# train mode normalises with the batch statistics of a few small maps: its rounding reaches
+# ~3e-5 of max|logit| (resnet50), against ~2e-6 in eval mode
+TRAIN_LOGITS = {"rtol": 0, "atol_of_max": 1e-4}
+AUX_LOGITS = {"rtol": 0, "atol_of_max": 1e-4}
+RUNNING_STATS = {"rtol": 0, "atol_of_max": 1e-4}
+MIXED_6E = {"rtol": 0, "atol_of_max": 1e-5}
 
 NAME = "inception_v3"
 # torchvision's count with its default aux classifier (Inception_V3_Weights meta: 27161264)
@@ -73,21 +93,21 @@ def reference_logits_299():
     return _CACHE["logits"]
 
 
-def _eval_err(overrides=None):
+def _eval_outputs(overrides=None):
     _, variables = reference()
     model = jaxbones.create_model(NAME, **(overrides or {}))
     out = fast_jit(model.apply)(variables, images((1, 299, 299, 3)))
-    assert out.shape == (1, 1000)
-    return rel_err(out, reference_logits_299())
+    chex.assert_shape(out, (1, 1000))
+    return out, reference_logits_299()
 
 
 def test_eval_parity_299():
-    assert _eval_err() <= 1e-4
+    assert_close(*_eval_outputs(), **LOGITS)
 
 
 def test_trap_bn_eps():
     # torchvision's BasicConv2d uses eps 1e-3; the PyTorch/Flax default 1e-5 fails the check
-    assert _eval_err({"bn_eps": 1e-5}) > 1e-4
+    assert_not_close(*_eval_outputs({"bn_eps": 1e-5}), **LOGITS)
 
 
 def test_trap_count_include_pad(monkeypatch):
@@ -95,7 +115,7 @@ def test_trap_count_include_pad(monkeypatch):
     monkeypatch.setattr(
         inception_mod, "_branch_pool", lambda y: avg_pool2d(y, 3, 1, 1, count_include_pad=False)
     )
-    assert _eval_err() > 1e-4
+    assert_not_close(*_eval_outputs(), **LOGITS)
 
 
 def test_transform_input():
@@ -112,10 +132,10 @@ def test_transform_input():
         tm_t(to_nchw(x))
     model = jaxbones.create_model(NAME, transform_input=True, features_only=True, out_indices=(0,))
     (out,) = fast_jit(model.apply)(variables, x)
-    assert_close(out, acts["2b"].permute(0, 2, 3, 1).numpy())
+    assert_close(out, nhwc(acts["2b"]), **STEM_FEATURES)
     plain = jaxbones.create_model(NAME, features_only=True, out_indices=(0,))
     (out_plain,) = fast_jit(plain.apply)(variables, x)
-    assert rel_err(out_plain, acts["2b"].permute(0, 2, 3, 1).numpy()) > 1e-4
+    assert_not_close(out_plain, nhwc(acts["2b"]), **STEM_FEATURES)
 
 
 def test_train_mode_aux_logits_and_running_stats():
@@ -127,14 +147,13 @@ def test_train_mode_aux_logits_and_running_stats():
     logits_t, aux_t = tm(to_nchw(x))
     train_fwd = fast_jit(lambda v, x: jax_forward(NAME, v, x, train=True, drop_rate=0.0))
     (logits, aux), updates = train_fwd(variables, x)
-    assert_close(logits, logits_t.detach().numpy())
-    assert_close(aux, aux_t.detach().numpy())
+    assert_close(logits, logits_t, **TRAIN_LOGITS)
+    assert_close(aux, aux_t, **AUX_LOGITS)
     sd = tm.state_dict()
     new = jaxbones.convert.to_torch(NAME, {**variables, **updates})
     stats = [k for k in new if k.endswith(("running_mean", "running_var"))]
     assert len(stats) == 2 * 96  # 94 conv blocks + 2 in AuxLogits, mean and var each
-    for k in stats:
-        assert_close(new[k], sd[k].numpy())
+    assert_close({k: new[k] for k in stats}, {k: sd[k] for k in stats}, **RUNNING_STATS)
     with pytest.raises(ValueError, match="aux_logits=False"):
         jax.eval_shape(train_fwd, variables, jnp.zeros((1, 283, 283, 3)))
 
@@ -177,4 +196,4 @@ def test_features_match_timm():
         tm(to_nchw(x))
     fm3 = jaxbones.create_model(NAME, features_only=True, out_indices=(3,))
     (out,) = fm3.apply(variables, x)
-    assert_close(out, acts["6e"].permute(0, 2, 3, 1).numpy())
+    assert_close(out, nhwc(acts["6e"]), **MIXED_6E)

@@ -24,9 +24,11 @@ import torchvision
 
 import jaxbones
 from jaxbones import hub
-from tests.helpers import fast_jit, randomize_
+from tests.helpers import assert_close, fast_jit, randomize_
 from tests.hub_server import pth_bytes, safetensors_bytes
 
+# assert_close tolerances (|ours - ref| <= atol + rtol * |ref|) for resnet18's logits
+LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 TV_URL = "https://download.pytorch.org/models/resnet18-{}.pth"
 
 
@@ -63,9 +65,7 @@ def test_url_tag_downloads_converts_and_caches(server, tags, tv_resnet18, caplog
     model, variables, report = jaxbones.load_pretrained(cfg.tag, return_report=True)
     first = time.perf_counter() - t0
     assert not report.from_cache and server.count(path) == 1
-    np.testing.assert_allclose(
-        _logits(model, variables, X64), _torch_logits(tv_resnet18, X64), rtol=1e-4, atol=1e-4
-    )
+    assert_close(_logits(model, variables, X64), _torch_logits(tv_resnet18, X64), **LOGITS)
     t0 = time.perf_counter()
     _, again, report = jaxbones.load_pretrained(cfg.tag, return_report=True)
     second = time.perf_counter() - t0
@@ -92,7 +92,7 @@ def test_hub_tag_matches_timm_and_works_offline_once_cached(server, tags, monkey
     cfg = tags("resnet18.test_hub", hf_hub_id=repo, hf_hub_filename="model.safetensors")
     model, variables = jaxbones.load_pretrained(cfg.tag)
     expected = _torch_logits(ref, X64)
-    np.testing.assert_allclose(_logits(model, variables, X64), expected, rtol=1e-4, atol=1e-4)
+    assert_close(_logits(model, variables, X64), expected, **LOGITS)
     # Offline with the Hub file cached but no converted cache: converts from the Hub cache.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, again, report = jaxbones.load_pretrained(cfg.tag, cache=False, return_report=True)
@@ -130,9 +130,7 @@ def test_new_head_stem_adaptation_and_features(server, tags, tv_resnet18, caplog
 def test_scanned_layout_and_local_file(server, tags, tv_resnet18, tmp_path):
     cfg, _ = _url_tag(server, tags, tv_resnet18.state_dict())
     model, v = jaxbones.load_pretrained(cfg.tag, scan=True)
-    np.testing.assert_allclose(
-        _logits(model, v, X64), _torch_logits(tv_resnet18, X64), rtol=1e-4, atol=1e-4
-    )
+    assert_close(_logits(model, v, X64), _torch_logits(tv_resnet18, X64), **LOGITS)
     local = tmp_path / "mine.pth"
     torch.save(tv_resnet18.state_dict(), local)
     before = len(server.requests)

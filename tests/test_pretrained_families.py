@@ -24,8 +24,12 @@ import pytest
 import torch
 
 import jaxbones
-from tests.helpers import fast_jit, randomize_
+from tests.helpers import assert_close, fast_jit, randomize_
 from tests.hub_server import pth_bytes, safetensors_bytes
+
+# assert_close tolerances, as a fraction of each reference array's largest magnitude
+LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
+CLIP_IMAGE_FEATURES = {"rtol": 0, "atol_of_max": 1e-5}
 
 
 def _serve(server, tags, tag: str, data: bytes) -> str:
@@ -52,14 +56,13 @@ def _nchw(x):
     return torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2)
 
 
-def _check_logits(tag, ref, size, rtol=1e-4):
+def _check_logits(tag, ref, size):
     x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
     model, variables = jaxbones.load_pretrained(tag)
-    ours = np.asarray(fast_jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+    ours = fast_jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     with torch.no_grad():
-        want = ref(_nchw(x)).numpy()
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(ours, want, rtol=rtol, atol=rtol * scale)
+        want = ref(_nchw(x))
+    assert_close(ours, want, **LOGITS)
 
 
 def _check_variables(tag, state_dict, **kwargs):
@@ -174,10 +177,10 @@ def test_open_clip_hub_file(server, tags):
     tag = _serve(server, tags, "clip_vit_b32.openai", pth_bytes(ref.state_dict()))
     model, variables = _check_variables(tag, ref.state_dict(), quick_gelu=True)
     x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
-    ours = np.asarray(fast_jit(lambda v, x: model.apply(v, x, method="encode_image"))(variables, x))
+    ours = fast_jit(lambda v, x: model.apply(v, x, method="encode_image"))(variables, x)
     with torch.no_grad():
-        want = ref.encode_image(_nchw(x)).numpy()
-    np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        want = ref.encode_image(_nchw(x))
+    assert_close(ours, want, **CLIP_IMAGE_FEATURES)
 
 
 def test_sam_release(server, tags):

@@ -94,10 +94,8 @@ def test_one_vs_eight_devices_data_parallel_and_fsdp():
     assert len(sf.params["fc1"]["kernel"].addressable_shards[0].data) == 192 // 8
     np.testing.assert_allclose(l1, l8, rtol=1e-5)
     np.testing.assert_allclose(l1, lf, rtol=1e-5)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(sf.params), strict=True
-    ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    chex.assert_tree_all_finite(sf.params)
+    chex.assert_trees_all_close(s1.params, sf.params, rtol=0, atol=1e-5)
     assert l1[-1] < l1[0]
 
 
@@ -115,10 +113,8 @@ def test_gradient_accumulation_equals_big_batch():
     s1, l1, _ = _train(cfg, jax.devices(), batches)
     s4, l4, _ = _train(_cfg(accum_steps=4, optimizer=cfg.optimizer), jax.devices(), batches)
     np.testing.assert_allclose(l1, l4, rtol=1e-5)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s4.params), strict=True
-    ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    chex.assert_tree_all_finite(s4.params)
+    chex.assert_trees_all_close(s1.params, s4.params, rtol=0, atol=1e-6)
 
 
 def test_non_finite_step_is_skipped_and_counted():
@@ -128,10 +124,7 @@ def test_non_finite_step_is_skipped_and_counted():
     assert np.isnan(losses[0]) and int(s.bad_steps) == 2 and int(s.step) == 2
     # both steps were skipped: parameters and optimiser state are the initial ones
     init = TinyNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
-    for a, b in zip(
-        jax.tree_util.tree_leaves(s.params), jax.tree_util.tree_leaves(init), strict=True
-    ):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    chex.assert_trees_all_equal(s.params, init)
 
 
 def _vit_params(scan=False, depth=3):

@@ -3,15 +3,20 @@ family of ``scripts/train_parity.py`` on its reduced models (the full-size 100-s
 in README's Parity section): the losses agree to float32 rounding and the final parameters
 differ by a small share of how far the reference moved them."""
 
+import numpy as np
 import pytest
+from helpers import assert_close
 
 from scripts import train_parity
+
+# the per-step losses (~2.3) after 10 steps; BatchNorm training (ResNet-50) amplifies rounding
+LOSSES = {"rtol": 0, "atol": 1e-4}
 
 
 @pytest.mark.parametrize("case", list(train_parity.CASES))
 def test_ten_steps_match_the_torch_reference(case):
     r = train_parity.CASES[case](10, small=True)
-    assert r.loss_diffs.max() < 1e-4, (r.losses_jax, r.losses_torch)
+    assert_close(np.asarray(r.losses_jax), np.asarray(r.losses_torch), **LOSSES)
     assert r.param_diff < 1e-2, r.param_diff
     if r.stats_diff is not None:  # BatchNorm running statistics
         assert r.stats_diff < 1e-3, r.stats_diff

@@ -4,16 +4,29 @@ PyTorch module, output shapes for sizes divisible and not divisible by the total
 outputs, a few training steps with decreasing loss for every registered UNet variant, and
 the segmentation recipe (jaxbones.train + jaxbones.data) reaching a mean IoU floor."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import torch
-from helpers import assert_close, convert, images, randomize_, rel_err, to_nchw, torch_count
+from helpers import (
+    assert_close,
+    assert_not_close,
+    convert,
+    images,
+    nhwc,
+    randomize_,
+    to_nchw,
+    torch_count,
+)
 
 import jaxbones
 from jaxbones.train import segmentation as seg
+
+# assert_close tolerances, as a fraction of each reference array's largest magnitude
+ESPCN = {"rtol": 0, "atol_of_max": 1e-5}
 
 # UNet: 31,037,698 is also the count of the widely used PyTorch UNet (milesial/Pytorch-UNet,
 # n_channels=3, n_classes=2, bilinear=False), which has the same layers. UNet3+: the paper
@@ -127,10 +140,10 @@ def test_espcn_count_and_parity(name):
     variables = convert(name, tm)
     x = images((2, 17, 13, 1), seed=r)
     with torch.no_grad():
-        ref = tm(to_nchw(x)).numpy().transpose(0, 2, 3, 1)
+        ref = nhwc(tm(to_nchw(x)))
     out = jax.jit(jaxbones.create_model(name).apply)(variables, x)
-    assert out.shape == (2, 17 * r, 13 * r, 1)
-    assert_close(out, ref)
+    chex.assert_shape(out, (2, 17 * r, 13 * r, 1))
+    assert_close(out, ref, **ESPCN)
     # round trip back to PyTorch
     sd = jaxbones.convert.to_torch(name, variables, tensors=True)
     tm2 = TorchESPCN(r)
@@ -145,10 +158,11 @@ def test_espcn_rgb_parity_and_wrong_activation_fails():
     variables = convert("espcn_x3", tm, in_chans=3)
     x = images((1, 9, 11, 3), seed=5)
     with torch.no_grad():
-        ref = tm(to_nchw(x)).numpy().transpose(0, 2, 3, 1)
-    assert_close(jax.jit(jaxbones.create_model("espcn_x3", in_chans=3).apply)(variables, x), ref)
+        ref = nhwc(tm(to_nchw(x)))
+    out = jax.jit(jaxbones.create_model("espcn_x3", in_chans=3).apply)(variables, x)
+    assert_close(out, ref, **ESPCN)
     wrong = jax.jit(jaxbones.create_model("espcn_x3", in_chans=3, act="relu").apply)(variables, x)
-    assert rel_err(wrong, ref) > 1e-2
+    assert_not_close(wrong, ref, **ESPCN)
 
 
 # ----------------------------------------------------------------------------- shapes

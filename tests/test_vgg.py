@@ -5,14 +5,23 @@ import copy
 import functools
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 import timm
 import torch
 import torchvision
-from helpers import assert_close, convert, images, jax_forward, randomize_, to_nchw, torch_count
+from helpers import (
+    assert_close,
+    convert,
+    images,
+    jax_forward,
+    nhwc,
+    randomize_,
+    to_nchw,
+    torch_count,
+)
 
 import jaxbones
 
@@ -20,6 +29,16 @@ import jaxbones
 # no semantics (the outputs are still compared with PyTorch).
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 from jaxbones.layers import adaptive_avg_pool2d
+
+# assert_close tolerances, as a fraction of each reference array's largest magnitude
+LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
+LOGITS_224 = {"rtol": 0, "atol_of_max": 1e-5}
+# train mode normalises with the batch statistics of a few small maps: its rounding reaches
+# ~3e-5 of max|logit| (resnet50), against ~2e-6 in eval mode
+TRAIN_LOGITS = {"rtol": 0, "atol_of_max": 1e-4}
+RUNNING_STATS = {"rtol": 0, "atol_of_max": 1e-4}
+FEATURES = {"rtol": 0, "atol_of_max": 1e-5}
+PRE_LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 
 # torchvision's counts (1000 classes); each is also asserted on the torchvision model.
 PARAM_COUNTS = {
@@ -74,8 +93,8 @@ def test_eval_parity_reduced_resolution(name):
     with torch.no_grad():
         ref = tm(to_nchw(x)).numpy()
     out = fast_jit(lambda v, x: jax_forward(name, v, x))(variables, x)
-    assert out.shape == (2, 1000)
-    assert_close(out, ref)
+    chex.assert_shape(out, (2, 1000))
+    assert_close(out, ref, **LOGITS)
 
 
 def test_eval_parity_vgg16_224():
@@ -84,7 +103,7 @@ def test_eval_parity_vgg16_224():
     x = images((1, 224, 224, 3), seed=1)
     with torch.no_grad():
         ref = tm(to_nchw(x)).numpy()
-    assert_close(fast_jit(lambda v, x: jax_forward(name, v, x))(variables, x), ref)
+    assert_close(fast_jit(lambda v, x: jax_forward(name, v, x))(variables, x), ref, **LOGITS_224)
 
 
 def test_train_mode_and_running_stats_vgg11_bn():
@@ -96,13 +115,12 @@ def test_train_mode_and_running_stats_vgg11_bn():
     x = images((4, 48, 48, 3), seed=2)
     ref = tm(to_nchw(x)).detach().numpy()  # updates torch's running stats
     out, updates = jax_forward(name, variables, x, train=True, drop_rate=0.0)
-    assert_close(out, ref)
+    assert_close(out, ref, **TRAIN_LOGITS)
     sd = tm.state_dict()
     new = jaxbones.convert.to_torch(name, {**variables, **updates})
     stats = [k for k in new if k.endswith(("running_mean", "running_var"))]
     assert len(stats) == 16
-    for k in stats:
-        assert_close(new[k], sd[k].numpy())
+    assert_close({k: new[k] for k in stats}, {k: sd[k] for k in stats}, **RUNNING_STATS)
 
 
 @pytest.mark.parametrize(
@@ -110,8 +128,8 @@ def test_train_mode_and_running_stats_vgg11_bn():
 )
 def test_adaptive_avg_pool2d_matches_torch(hw, out):
     x = images((2, *hw, 3), seed=3)
-    ref = torch.nn.functional.adaptive_avg_pool2d(to_nchw(x), out).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(adaptive_avg_pool2d(jnp.asarray(x), out), ref, rtol=1e-6, atol=1e-6)
+    ref = nhwc(torch.nn.functional.adaptive_avg_pool2d(to_nchw(x), out))
+    assert_close(adaptive_avg_pool2d(jnp.asarray(x), out), ref, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg16_bn", "vgg19"])
@@ -143,10 +161,9 @@ def test_feature_values_vgg11_bn():
     )
     x = images((1, 64, 64, 3), seed=5)
     with torch.no_grad():
-        ref = [r.permute(0, 2, 3, 1).numpy() for r in tf(to_nchw(x))]
+        ref = [nhwc(r) for r in tf(to_nchw(x))]
     out = fm.apply(variables, x)
-    for o, r in zip(out, [ref[0], ref[3], ref[5]]):
-        assert_close(o, r)
+    assert_close(list(out), [ref[0], ref[3], ref[5]], **FEATURES)
 
 
 def test_pre_logits():
@@ -162,5 +179,5 @@ def test_pre_logits():
     )
     with torch.no_grad():
         ref = tm.classifier[:6](torch.flatten(tm.avgpool(tm.features(to_nchw(x))), 1)).numpy()
-    assert pre.shape == (1, 4096)
-    assert_close(pre, ref)
+    chex.assert_shape(pre, (1, 4096))
+    assert_close(pre, ref, **PRE_LOGITS)
