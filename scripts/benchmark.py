@@ -568,6 +568,14 @@ def _throughput_table(drows: list[dict]) -> list[str]:
     ]
     for r in drows:
         ratio = "-" if r.get("vs_torch") is None else f"{r['vs_torch']:.2f}x"
+        if r["framework"] == "jax" and not r.get("group"):
+            # rows from before interleaving: the best PyTorch row measured separately, marked
+            best = [
+                t["images_per_s"]
+                for t in drows
+                if t["framework"].startswith("torch") and _key(t) == _key(r) and not t.get("group")
+            ]
+            ratio = _ratio(r["images_per_s"], max(best) if best else None, interleaved=False)
         mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
         if "scan=True" in r["options"] and not r.get("flops_from"):
             # FLOPs of a scanned row without flops_from count the loop body once: not shown
@@ -581,6 +589,8 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             f"{_fmt(tflops, '.3f')} | "
             f"{'-' if mfu is None else format(100 * mfu, '.1f') + '%'} | {ratio} | {_load(r)} |"
         )
+    if any("†" in ln for ln in lines):
+        lines += ["", "†: JAX and PyTorch measured one after the other, not interleaved."]
     return lines
 
 

@@ -87,9 +87,9 @@ def test_benchmark_end_to_end(tmp_path):
 
 
 def test_render_interleaved_ratios_load_and_knob_study():
-    """The PyTorch ratio is the one measured interleaved (rows measured on their own get
-    none, so rows taken under different loads never form a ratio); rows whose load exceeded
-    the cores are left out and counted; study ratios across separate runs are marked."""
+    """The PyTorch ratio is the one measured interleaved; older rows measured one after the
+    other get a marked ratio; rows whose load exceeded the cores are left out and counted, so
+    a row under load never enters a ratio; study ratios across separate runs are marked."""
 
     def row(**kw):
         base = {
@@ -114,7 +114,7 @@ def test_render_interleaved_ratios_load_and_knob_study():
 
     timed = {"load_max": 1.5, "under_load": False, "host": "CPU X, 2 cores"}
     rows = [
-        # measured on their own (no group): no ratio, even though model and shape match
+        # measured one after the other (no group): a ratio marked as such
         row(framework="torch-eager", images_per_s=40.0),  # old-format row: no host/load
         row(images_per_s=60.0, host="CPU X, 2 cores", loadavg=[1.0, 1.0, 1.0]),
         # one interleaved measurement
@@ -147,7 +147,7 @@ def test_render_interleaved_ratios_load_and_knob_study():
         assert len({ln.count("|") for ln in table}) <= 1, table
     main = text.split("### Knob studies")[0]
     assert "| 1.62x | 1.5 |" in main  # the interleaved ratio and the load while measuring
-    assert "1.50x" not in main  # 60 / 40 from separate measurements is never shown
+    assert "| 1.50x† |" in main  # 60 / 40 from separate measurements: marked
     assert "busy" not in text and "3.59x" not in text
     assert "2 rows measured with the load average above the core count are left out" in text
     study = text.split("### Knob studies")[1]
