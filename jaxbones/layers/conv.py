@@ -66,8 +66,7 @@ def conv_general_dilated(
     convolutions are 1x1. The stride becomes a slice before the product, whose gradient is a
     scatter into zeros instead of a strided-convolution transpose. Same products, so results
     differ from the convolution only by float32 summation order. Other backends keep the
-    convolution: there cuDNN/TPU already lower 1x1 convolutions to matrix units, and the
-    rewrite was measured on CPU only.
+    convolution: the rewrite was measured on CPU only.
     """
     if jax.default_backend() == "cpu" and _is_pointwise(
         lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count

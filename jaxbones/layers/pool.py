@@ -94,9 +94,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False):
 
     On CPU the gradient is ``_max_pool_phased_bwd`` (same values and the same first-maximum
     choice on ties as PyTorch; a NaN maximum passes no gradient): XLA's CPU select-and-scatter
-    made ResNet-50's stem pool (112x112x64, batch 8) 6-10x slower forward+backward. Other
-    backends keep XLA's gradient (measured on CPU only); forward-mode differentiation goes
-    through the plain reduction there too.
+    made ResNet-50's stem pool (112x112x64, batch 8) 6-10x slower forward+backward. Being a
+    custom VJP, the CPU path has no forward-mode derivative (``jax.jvp``). Other backends
+    keep XLA's gradient: the rewrite was measured on CPU only.
     """
     k, s, p = _norm_args(kernel_size, stride, padding)
     pads = tuple(tuple(pp) for pp in _pads(x, k, s, p, ceil_mode))
