@@ -24,6 +24,13 @@ Rows are appended to a JSON-lines file and BENCHMARKS.md is rendered from all ro
 typed by hand). Every row records the machine (CPU model and cores or accelerator), library
 versions and the 1/5/15-minute load average when it was measured.
 
+All timed rows of one model, mode and dtype (every variant and every PyTorch kind) are built
+first and then measured interleaved (``measure_interleaved``: one step of each in turn per
+round), so a comparison never mixes two loads: the JAX row's ``vs_torch`` is the median over
+rounds of the per-round ratio. The highest 1-minute load sampled during the rounds is kept
+(``load_max``); above the core count the row is ``under_load`` and left out of BENCHMARKS.md.
+On a shared machine the ratio stays meaningful longer than the absolute times do.
+
 Variants (``--variants``, semicolon-separated; ``-`` is the default setting) are comma lists
 of ``key=value``: any model field (``scan``, ``remat_policy``, ``attn_implementation``,
 ``drop_path_rate``, ...) plus the step-level knobs ``dtype=bfloat16|float32`` (compute dtype;
@@ -78,6 +85,12 @@ class Row:
     host: str | None = None  # CPU model and cores, or accelerator
     versions: str | None = None  # jax / jaxlib / flax / torch
     flops_from: str | None = None  # set when FLOPs do not come from the compiled step itself
+    # Interleaved measurement (rows without ``group`` predate it and get no PyTorch ratio):
+    group: str | None = None  # rows measured together, one step of each per round, in turn
+    rounds: int | None = None  # measured rounds (one step of every row of the group each)
+    vs_torch: float | None = None  # JAX rows: median over rounds of torch step / JAX step
+    load_max: float | None = None  # highest 1-minute load average sampled while measuring
+    under_load: bool | None = None  # load_max above this process's cores: times inflated
 
 
 def host_info() -> str:
@@ -118,15 +131,56 @@ def loadavg() -> list[float] | None:
 STEP_KNOBS = ("dtype", "donate", "xla")
 
 
-def _median_time(fn, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _process_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@dataclasses.dataclass
+class Pending:
+    """A row whose step is built (compiled, first call done) but not yet timed."""
+
+    row: Row
+    run: Any  # one step, synchronised
+    flops: float = 0.0
+    peak: float | None = None
+
+
+def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list[Row]:
+    """Times every pending step in turn, ``steps`` rounds of one step each (order reversed
+    every other round, so none always runs first), and fills the rows: median step time,
+    the JAX rows' ``vs_torch`` as the median over rounds of (fastest PyTorch row's step /
+    JAX step), and the highest load average sampled before each round and after the last.
+
+    Interleaving exposes every row of a comparison to the same load: a load change between
+    two separately measured rows no longer shows up as a speed ratio."""
+    for p in pending:
+        for _ in range(warmup):
+            p.run()
+    times: list[list[float]] = [[] for _ in pending]
+    loads = []
+    for i in range(steps):
+        loads.append(os.getloadavg()[0])
+        order = range(len(pending)) if i % 2 == 0 else reversed(range(len(pending)))
+        for j in order:
+            t = time.perf_counter()
+            pending[j].run()
+            times[j].append(time.perf_counter() - t)
+    loads.append(os.getloadavg()[0])
+    group = f"{datetime.datetime.now().isoformat(timespec='seconds')}/{os.getpid()}"
+    load_max = round(max(loads), 2)
+    torch_times = [t for p, t in zip(pending, times) if p.row.framework.startswith("torch")]
+    best_torch = min(torch_times, key=statistics.median) if torch_times else None
+    for p, ts in zip(pending, times):
+        r, dt = p.row, statistics.median(ts)
+        r.step_ms = dt * 1e3
+        r.images_per_s = r.batch / dt
+        r.images_per_s_per_device = r.batch / dt  # one device per row
+        r.mfu = p.flops / dt / p.peak if (p.peak and p.flops) else None
+        r.group, r.rounds, r.load_max = group, steps, load_max
+        r.under_load = load_max > _process_cores()
+        if r.framework == "jax" and best_torch:
+            r.vs_torch = statistics.median(b / a for a, b in zip(ts, best_torch))
+    return [p.row for p in pending]
 
 
 # ----------------------------------------------------------------------------------- JAX
@@ -145,10 +199,12 @@ def bench_jax(
     donate=True,
     flops_only=False,
     **tags,
-) -> Row | float:
-    """One JAX row. ``mode``: 'train', 'infer' or 'compile' (train step, compiled only).
+) -> Pending | Row | float:
+    """One JAX row. ``mode``: 'train' or 'infer' (a ``Pending`` row: compiled, to be timed by
+    ``measure_interleaved``) or 'compile' (train step, compiled only: a finished ``Row``).
     ``tags`` (study, knob, xla_flags) are recorded as given. ``flops_only``: return the step's
-    model FLOPs from lowering alone (shapes only; nothing is compiled or run)."""
+    model FLOPs from lowering alone (shapes only; nothing is compiled or run). ``steps`` and
+    ``warmup`` are unused (timing is ``measure_interleaved``'s)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -257,27 +313,23 @@ def bench_jax(
         # instructions of the optimised module: lines "name = type op(...)" in HLO text
         hlo_ops = len(re.findall(r"^\s*(?:ROOT )?\S+ = ", compiled.as_text(), re.MULTILINE))
 
-    dt = None
-    if mode != "compile":
-        state = {"args": args}
+    state = {"args": args}
 
-        def run():
-            if train:
-                p, o, oth, loss = compiled(*state["args"])
-                state["args"] = [p, o, oth, x, y]
-                loss.block_until_ready()
-            else:
-                jax.block_until_ready(compiled(*state["args"]))
+    def run():
+        if train:
+            p, o, oth, loss = compiled(*state["args"])
+            state["args"] = [p, o, oth, x, y]
+            loss.block_until_ready()
+        else:
+            jax.block_until_ready(compiled(*state["args"]))
 
-        dt = _median_time(run, steps, warmup)
     dev = jax.devices()[0]
-    n_dev = 1
     peak = peak_flops(dev.device_kind, dtype)
     opts = {k: "/".join(map(str, v)) if isinstance(v, tuple) else v for k, v in overrides.items()}
     opts = dict(sorted(opts.items()))
     if not donate:
         opts["donate"] = False
-    return Row(
+    row = Row(
         date=datetime.date.today().isoformat(),
         device=f"{dev.platform}:{dev.device_kind}",
         framework="jax",
@@ -287,13 +339,13 @@ def bench_jax(
         batch=batch,
         img_size=h,
         options=",".join(f"{k}={v}" for k, v in opts.items()) or "-",
-        step_ms=None if dt is None else dt * 1e3,
-        images_per_s=None if dt is None else batch / dt,
-        images_per_s_per_device=None if dt is None else batch / dt / n_dev,
+        step_ms=None,
+        images_per_s=None,
+        images_per_s_per_device=None,
         compile_s=compile_s,
         memory_gb=mem_gb,
         tflops_per_step=flops / 1e12 if flops else None,
-        mfu=(flops / dt / peak) if (peak and flops and dt) else None,
+        mfu=None,
         lower_s=lower_s,
         temp_gb=temp_gb,
         hlo_ops=hlo_ops,
@@ -302,6 +354,11 @@ def bench_jax(
         versions=versions("jax", "jaxlib", "flax"),
         **tags,
     )
+    if mode == "compile":  # compile time suffers from load too
+        row.load_max = round(max(load[0], os.getloadavg()[0]), 2) if load else None
+        row.under_load = row.load_max is not None and row.load_max > _process_cores()
+        return row
+    return Pending(row, run, flops, peak)
 
 
 # --------------------------------------------------------------------------------- torch
@@ -348,7 +405,9 @@ def torch_model(name: str, img_size: int = 224):
     raise ValueError(f"{name}: no PyTorch reference to benchmark ({ref!r})")
 
 
-def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_, img_size=None) -> Row:
+def bench_torch(name, *, batch, dtype, mode, compile_, img_size=None) -> Pending:
+    """The PyTorch reference step (first call done: ``torch.compile`` compiles there), to be
+    timed by ``measure_interleaved`` next to the JAX rows."""
     import torch
 
     import jaxbones
@@ -397,10 +456,10 @@ def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_, img_size=N
     compile_s = time.perf_counter() - t0
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    dt = _median_time(run, steps, warmup)
+        run()  # peak memory of a steady-state step
     mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else None
     kind = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    return Row(
+    row = Row(
         date=datetime.date.today().isoformat(),
         device=f"{dev}:{kind}",
         framework="torch-compile" if compile_ else "torch-eager",
@@ -410,15 +469,16 @@ def bench_torch(name, *, batch, dtype, mode, steps, warmup, compile_, img_size=N
         batch=batch,
         img_size=h,
         options="channels_last" + (",amp" if amp else ""),
-        step_ms=dt * 1e3,
-        images_per_s=batch / dt,
-        images_per_s_per_device=batch / dt,
+        step_ms=None,
+        images_per_s=None,
+        images_per_s_per_device=None,
         compile_s=compile_s if compile_ else None,
         memory_gb=mem,
         loadavg=load,
         host=host_info() if dev == "cpu" else kind,
         versions=versions("torch", "torchvision", "timm"),
     )
+    return Pending(row, run)
 
 
 # -------------------------------------------------------------------------------- render
@@ -476,7 +536,22 @@ def _fmt(v, spec):
 
 
 def _load(r) -> str:
+    if r.get("load_max") is not None:
+        return f"{r['load_max']:.1f}"
     return "-" if not r.get("loadavg") else f"{r['loadavg'][0]:.1f}"
+
+
+def _under_load(r) -> bool:
+    """Measured with the load average above the cores (rows before ``under_load`` was
+    recorded: the load sampled at their start against the host's cores)."""
+    if r.get("under_load") is not None:
+        return r["under_load"]
+    cores = _cores(r.get("host") or "")
+    return bool(cores and r.get("loadavg") and r["loadavg"][0] > cores)
+
+
+def _same_run(a, b) -> bool:
+    return a.get("group") is not None and a.get("group") == b.get("group")
 
 
 def _key(r) -> tuple:
@@ -492,12 +567,15 @@ def _throughput_table(drows: list[dict]) -> list[str]:
         "|" + "---|" * 16,
     ]
     for r in drows:
-        best = [
-            t["images_per_s"]
-            for t in drows
-            if t["framework"].startswith("torch") and _key(t) == _key(r) and t["images_per_s"]
-        ]
-        ratio = f"{r['images_per_s'] / max(best):.2f}x" if r["framework"] == "jax" and best else "-"
+        ratio = "-" if r.get("vs_torch") is None else f"{r['vs_torch']:.2f}x"
+        if r["framework"] == "jax" and not r.get("group"):
+            # rows from before interleaving: the best PyTorch row measured separately, marked
+            best = [
+                t["images_per_s"]
+                for t in drows
+                if t["framework"].startswith("torch") and _key(t) == _key(r) and not t.get("group")
+            ]
+            ratio = _ratio(r["images_per_s"], max(best) if best else None, interleaved=False)
         mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
         if "scan=True" in r["options"] and not r.get("flops_from"):
             # FLOPs of a scanned row without flops_from count the loop body once: not shown
@@ -511,6 +589,8 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             f"{_fmt(tflops, '.3f')} | "
             f"{'-' if mfu is None else format(100 * mfu, '.1f') + '%'} | {ratio} | {_load(r)} |"
         )
+    if any("†" in ln for ln in lines):
+        lines += ["", "†: JAX and PyTorch measured one after the other, not interleaved."]
     return lines
 
 
@@ -541,8 +621,9 @@ def _compile_table(crows: list[dict]) -> list[str]:
     return lines
 
 
-def _ratio(a, b) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}x"
+def _ratio(a, b, interleaved: bool = True) -> str:
+    # a ratio between rows not measured interleaved is marked (different loads possible)
+    return "-" if a is None or not b else f"{a / b:.2f}x" + ("" if interleaved else "†")
 
 
 def _knob_doc(label: str) -> str:
@@ -586,39 +667,47 @@ def _study_tables(srows: list[dict]) -> list[str]:
             "|" + "---|" * 12,
         ]
         for r in rows:
-            best = [t["images_per_s"] for t in torch_rows if t["dtype"] == r["dtype"]]
+            same = _same_run(r, base)
+            vs_torch = r.get("vs_torch")
             lines.append(
                 f"| `{r.get('knob') or '-'}` | {r['dtype']} | {_knob_doc(r.get('knob'))} | "
                 f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.2f')} | "
-                f"{_ratio(r['images_per_s'], base['images_per_s'])} | "
+                f"{_ratio(r['images_per_s'], base['images_per_s'], same)} | "
                 f"{_fmt(r.get('compile_s'), '.1f')} | "
                 f"{_ratio(r.get('compile_s'), base.get('compile_s'))} | "
                 f"{_fmt(r.get('temp_gb'), '.2f')} | "
                 f"{_ratio(r.get('temp_gb'), base.get('temp_gb'))} | "
-                f"{_ratio(r['images_per_s'], max(best) if best else None)} | {_load(r)} |"
+                f"{'-' if vs_torch is None else format(vs_torch, '.2f') + 'x'} | {_load(r)} |"
             )
         for t in torch_rows:
             lines.append(
                 f"| PyTorch: {t['framework']} ({t['options']}) | {t['dtype']} | reference | "
                 f"{_fmt(t['step_ms'], '.1f')} | {_fmt(t['images_per_s'], '.2f')} | "
-                f"{_ratio(t['images_per_s'], base['images_per_s'])} | - | - | - | - | - | "
+                f"{_ratio(t['images_per_s'], base['images_per_s'], _same_run(t, base))} | "
+                "- | - | - | - | - | "
                 f"{_load(t)} |"
             )
+        if any("†" in ln for ln in lines[-len(rows) - len(torch_rows) :]):
+            lines += ["", "†: measured in another process or invocation, not interleaved."]
         lines.append("")
     return lines
 
 
-def _machine(drows: list[dict]) -> list[str]:
+def _machine(drows: list[dict], loaded: int = 0) -> list[str]:
     hosts = sorted({r["host"] for r in drows if r.get("host")})
     vers = sorted({r["versions"] for r in drows if r.get("versions")})
-    loads = [r["loadavg"][0] for r in drows if r.get("loadavg")]
+    loads = [
+        r["load_max"] if r.get("load_max") is not None else r["loadavg"][0]
+        for r in drows
+        if r.get("load_max") is not None or r.get("loadavg")
+    ]
     out = [f"Machine: {'; '.join(hosts) or 'not recorded'}."]
     if vers:
         out.append(f"Software: {'; '.join(vers)}.")
     if loads:
         out.append(
-            f"1-minute load average at the start of each measurement: {min(loads):.1f} to "
-            f"{max(loads):.1f} (`load` column)"
+            f"1-minute load average while measuring (highest sample; older rows: at the "
+            f"start): {min(loads):.1f} to {max(loads):.1f} (`load` column)"
             + (
                 "; above the core count the machine was shared with other jobs and absolute "
                 "times are inflated, compare rows measured at similar load."
@@ -629,6 +718,11 @@ def _machine(drows: list[dict]) -> list[str]:
     missing = sum(1 for r in drows if not r.get("host"))
     if missing:
         out.append(f"{missing} rows predate machine/load recording (shown as -).")
+    if loaded:
+        out.append(
+            f"{loaded} rows measured with the load average above the core count are left out "
+            "(kept in the JSON-lines file with `under_load`)."
+        )
     return [" ".join(out), ""]
 
 
@@ -645,9 +739,13 @@ def render(rows: list[dict]) -> str:
         "",
         (
             "Generated by `python -m scripts.benchmark` from `benchmarks.jsonl`; do not edit by "
-            "hand. Synthetic data; train = forward + backward + AdamW update. `vs torch` is the "
-            "JAX images/s divided by the best PyTorch images/s (eager or `torch.compile`) for the "
-            "same model, mode, dtype, batch and resolution on the same device. Memory: XLA's "
+            "hand. Synthetic data; train = forward + backward + AdamW update. `vs torch` is "
+            "measured interleaved in one invocation (one JAX step, one step of each PyTorch "
+            "row, in turn, for `--steps` rounds): the median over rounds of the fastest PyTorch "
+            "row's step time (eager or `torch.compile`) over the JAX step time, > 1x is JAX "
+            "faster; rows measured on their own get no ratio. `load` is the highest 1-minute "
+            "load average sampled during the measurement; rows where it exceeded the core count "
+            "are left out. Memory: XLA's "
             "memory analysis of the compiled step for JAX (arguments + outputs + temporaries; "
             "outputs aliased to donated arguments count twice), `max_memory_allocated` for "
             "PyTorch on GPU."
@@ -668,7 +766,9 @@ def render(rows: list[dict]) -> str:
     devices = sorted({r["device"].split(":", 1)[1] for r in rows})
     for device in devices:
         drows = [r for r in rows if r["device"].split(":", 1)[1] == device]
-        lines += [f"## {device}", ""] + _machine(drows)
+        kept = [r for r in drows if not _under_load(r)]
+        lines += [f"## {device}", ""] + _machine(drows, len(drows) - len(kept))
+        drows = kept
         trows = [r for r in drows if r["mode"] != "compile" and not r.get("study")]
         crows = [r for r in drows if r["mode"] == "compile" and not r.get("study")]
         srows = [r for r in drows if r.get("study")]
@@ -748,7 +848,12 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--img-size", type=int, default=None, help="resolution (default: model's)")
     p.add_argument("--dtypes", default="float32")
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="timed rounds; each round runs one step of every variant and PyTorch row in turn",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--torch", default="eager", help="comma list of eager,compile or none")
     p.add_argument(
@@ -781,7 +886,7 @@ def main(argv=None):
         for name in a.models.split(","):
             for dtype in a.dtypes.split(","):
                 for mode in a.modes.split(","):
-                    rows = []
+                    pending = []
                     for variant in [] if a.no_jax else variants:
                         ov = _parse_overrides(variant)
                         label = a.label or variant or "-"
@@ -799,39 +904,40 @@ def main(argv=None):
                             tags.update(study=a.study, knob=label)
                         if a.xla_flags_applied:
                             tags["xla_flags"] = a.xla_flags_applied
-                        rows.append(
-                            bench_jax(
-                                name,
-                                batch=a.batch,
-                                dtype=vdtype,
-                                mode=mode,
-                                steps=a.steps,
-                                warmup=a.warmup,
-                                overrides=ov,
-                                img_size=a.img_size,
-                                donate=donate,
-                                **tags,
-                            )
+                        res = bench_jax(
+                            name,
+                            batch=a.batch,
+                            dtype=vdtype,
+                            mode=mode,
+                            steps=a.steps,
+                            warmup=a.warmup,
+                            overrides=ov,
+                            img_size=a.img_size,
+                            donate=donate,
+                            **tags,
                         )
-                        _append(a.out, rows[-1:])
+                        if isinstance(res, Row):  # compile-only: nothing to time
+                            _append(a.out, [res])
+                        else:
+                            pending.append(res)
                     if mode == "compile":
                         continue  # no PyTorch counterpart of a compile-only row
                     for kind in filter(lambda k: k != "none", a.torch.split(",")):
-                        rows.append(
+                        pending.append(
                             bench_torch(
                                 name,
                                 batch=a.batch,
                                 dtype=dtype,
                                 mode=mode,
-                                steps=a.steps,
-                                warmup=a.warmup,
                                 compile_=kind == "compile",
                                 img_size=a.img_size,
                             )
                         )
                         if a.study:  # the study's own PyTorch reference, measured alongside
-                            rows[-1].study, rows[-1].knob = a.study, rows[-1].framework
-                        _append(a.out, rows[-1:])
+                            pending[-1].row.study = a.study
+                            pending[-1].row.knob = pending[-1].row.framework
+                    if pending:
+                        _append(a.out, measure_interleaved(pending, a.steps, a.warmup))
     if a.no_render:
         return
     rows = []

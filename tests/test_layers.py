@@ -67,6 +67,48 @@ def test_pooling_matches_torch(k, s, p, ceil, size):
         assert_close(out, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("k,s,p,ceil", [(3, 2, 1, False), (2, 2, 0, True), (5, 3, 2, True)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_gradient_matches_torch(k, s, p, ceil, ties):
+    """The gradient (CPU: the phased custom VJP) equals torch's max_pool2d backward exactly,
+    including which element of a tied window receives it (the first, row-major): with
+    ``ties`` most windows hold several equal maxima, as after a ReLU."""
+    x = images((2, 13, 14, 3))
+    if ties:
+        x = np.maximum(np.round(x * 2), 0).astype(np.float32)
+    cot = images((2, *max_pool2d(jnp.asarray(x), k, s, p, ceil).shape[1:3], 3), seed=1)
+    t = to_nchw(x).requires_grad_(True)
+    (F.max_pool2d(t, k, s, p, ceil_mode=ceil) * to_nchw(cot)).sum().backward()
+    grad = jax.grad(lambda v: (max_pool2d(v, k, s, p, ceil) * cot).sum())(jnp.asarray(x))
+    ref = nhwc(t.grad)
+    np.testing.assert_array_equal(np.asarray(grad) != 0, ref != 0)  # the same elements chosen
+    # overlapping windows add into one element in another order: float32 rounding only
+    np.testing.assert_allclose(grad, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_is_a_matmul_with_conv_parameters(stride):
+    """A 1x1 ``conv2d`` (computed as ``dot_general`` on CPU) keeps ``nn.Conv``'s parameter
+    tree and equals ``torch.nn.functional.conv2d`` forward and backward to float32 rounding."""
+    from jaxbones.layers import conv2d
+
+    x = images((2, 9, 11, 16))
+    conv = conv2d(8, 1, stride, bias=True)
+    variables = conv.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {"kernel": (1, 1, 16, 8), "bias": (8,)}}
+    w, b = variables["params"]["kernel"], variables["params"]["bias"]
+    tx = to_nchw(x).requires_grad_(True)
+    tw = torch.tensor(np.asarray(w).transpose(3, 2, 0, 1)).requires_grad_(True)
+    ty = F.conv2d(tx, tw, torch.tensor(np.asarray(b)), stride)
+    (ty**2).sum().backward()
+    loss = lambda v, x: (conv.apply(v, x) ** 2).sum()
+    grads = jax.grad(loss, argnums=(0, 1))(variables, jnp.asarray(x))
+    np.testing.assert_allclose(conv.apply(variables, x), nhwc(ty), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[1], nhwc(tx.grad), rtol=1e-4, atol=1e-4)
+    gw = grads[0]["params"]["kernel"]
+    np.testing.assert_allclose(gw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-3)
+
+
 def test_batchnorm_train_eval_and_running_stats():
     x = images((6, 5, 5, 4)) * 3 + 2
     tb = torch.nn.BatchNorm2d(4)
