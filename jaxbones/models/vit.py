@@ -21,11 +21,12 @@ from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCE
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path, drop_path_rates
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.stack import block_stack
+from jaxbones.layers.stack import block_stack, residual_dtype
 from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
@@ -225,6 +226,7 @@ class VisionTransformer(nn.Module):
             param_dtype=self.param_dtype,
             name="patch_embed",
         )(x)  # [B, L, D]
+        x = x.astype(residual_dtype(x.dtype, self.param_dtype))
         gh, gw = self.grid_size
         n_prefix = self.num_prefix_tokens
         if self.class_token:
@@ -277,7 +279,7 @@ class VisionTransformer(nn.Module):
         if not self.num_classes:
             return x
         x = nn.Dropout(self.drop_rate)(x, deterministic)
-        return nn.Dense(
+        return Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
