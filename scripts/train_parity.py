@@ -29,9 +29,10 @@ the batch where the recipe has it).
 float32 one, over the largest logit, in jaxbones (``dtype=bfloat16``, float32 parameters) and
 in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same inputs and weights.
 
-Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--no-write]
-(``--small``: reduced depth/width, the CI version in tests/test_train_parity.py). Writes the
-tables into README.md between the train-parity markers.
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--cases ...]
+[--no-write] (``--small``: reduced depth/width, the CI version in tests/test_train_parity.py;
+``--cases ''`` with ``--bf16``: the bf16 table only). Writes each table into its README.md
+block (``MARKERS``): the full-size and the reduced curves and the bf16 table separately.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ import torch
 from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.registry import FAST_COMPILE
 
-START = "<!-- train-parity:start -->"
-END = "<!-- train-parity:end -->"
+# README blocks: the full-size curves, the reduced (--small) ones and the bf16 table
+MARKERS = {"full": "train-parity", "small": "train-parity-small", "bf16": "train-parity-bf16"}
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -418,7 +419,7 @@ def bf16_errors(name: str, size: int = 224, batch: int = 4, **kw) -> dict[str, f
     return {"jax_max": jmax, "jax_rms": jrms, "torch_max": tmax, "torch_rms": trms}
 
 
-def render(results: list[Result], bf16: dict | None = None) -> str:
+def render(results: list[Result]) -> str:
     lines = [
         (
             "| model | recipe step | steps | max rel. loss diff | at last step | loss first → last "
@@ -435,30 +436,36 @@ def render(results: list[Result], bf16: dict | None = None) -> str:
             f"| {r.name} | {r.setup} | {r.steps} | {d.max():.1e} (step {int(d.argmax())}) "
             f"| {d[-1]:.1e} | {r.losses_torch[0]:.4f} → {r.losses_torch[-1]:.4f} | {p} |"
         )
-    if bf16:
-        lines += [
-            "",
-            (
-                "| model (224 px, batch 4) | bf16 vs f32, largest: jaxbones | torch autocast "
-                "| root-mean-square: jaxbones | torch autocast |"
-            ),
-            "|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {n} | {e['jax_max']:.2e} | {e['torch_max']:.2e} | {e['jax_rms']:.2e} "
-            f"| {e['torch_rms']:.2e} |"
-            for n, e in bf16.items()
-        ]
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table: str, path: str = README) -> None:
+def render_bf16(bf16: dict) -> str:
+    lines = [
+        (
+            "| model (224 px, batch 4) | bf16 vs f32, largest: jaxbones | torch autocast "
+            "| root-mean-square: jaxbones | torch autocast |"
+        ),
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {n} | {e['jax_max']:.2e} | {e['torch_max']:.2e} | {e['jax_rms']:.2e} "
+        f"| {e['torch_rms']:.2e} |"
+        for n, e in bf16.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(table: str, block: str, path: str = README) -> None:
+    """Writes ``table`` into README's ``MARKERS[block]`` block."""
     from scripts.model_table import write_between_markers
 
     with open(path) as f:
         text = f.read()
+    name = MARKERS[block]
     with open(path, "w") as f:
-        f.write(write_between_markers(text, table, START, END))
+        f.write(
+            write_between_markers(text, table, f"<!-- {name}:start -->", f"<!-- {name}:end -->")
+        )
 
 
 def main(argv=None):
@@ -477,13 +484,18 @@ def main(argv=None):
         print(f"{r.name}: max loss diff {r.loss_diffs.max():.2e}, params {r.param_diff:.2e}, "
               f"{r.seconds:.0f} s", flush=True)  # fmt: skip
         results.append(r)
+    if results:
+        table = render(results)
+        print(table)
+        if not args.no_write:
+            write_readme(table, "small" if args.small else "full")
     bf16 = None
     if args.bf16:
         bf16 = {n: bf16_errors(n) for n in ("vit_base_patch16_224", "resnet50")}
-    table = render(results, bf16)
-    print(table)
-    if not args.no_write:
-        write_readme(table)
+        table = render_bf16(bf16)
+        print(table)
+        if not args.no_write:
+            write_readme(table, "bf16")
     return results, bf16
 
 
