@@ -22,17 +22,17 @@ its initial value (the share of the movement on which the two disagree):
 Schedules: warm-up over the first fifth of the steps, then the recipe's cosine; the torch
 side sets each group's lr from timm's ``CosineLRScheduler`` (per step, warm-up prefix) or
 MAE's ``lr_sched`` formula. The learning rates are the recipes' peaks (linear scaling to
-the batch where the recipe has it), raised to ``--lr-scale`` x so that few steps move the
-weights visibly.
+the batch where the recipe has it).
 
-``--bf16`` adds the mixed-precision table: for ViT-B/16 and ResNet-50 at 224 px the largest
-logit difference of the bf16 forward from the float32 one, relative to the logit scale, in
-jaxbones (``dtype=bfloat16``, float32 parameters) and in PyTorch (``torch.autocast('cpu',
-torch.bfloat16)``), same inputs and weights.
+``--bf16`` adds the mixed-precision table (``bf16_errors``): for ViT-B/16 and ResNet-50 at
+224 px the largest and the root-mean-square logit difference of the bf16 forward from the
+float32 one, over the largest logit, in jaxbones (``dtype=bfloat16``, float32 parameters) and
+in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same inputs and weights.
 
-Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--no-write]
-(``--small``: reduced depth/width, the CI version in tests/test_train_parity.py). Writes the
-tables into README.md between the train-parity markers.
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--cases ...]
+[--no-write] (``--small``: reduced depth/width, the CI version in tests/test_train_parity.py;
+``--cases ''`` with ``--bf16``: the bf16 table only). Writes each table into its README.md
+block (``MARKERS``): the full-size and the reduced curves and the bf16 table separately.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ import torch
 from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.registry import FAST_COMPILE
 
-START = "<!-- train-parity:start -->"
-END = "<!-- train-parity:end -->"
+# README blocks: the full-size curves, the reduced (--small) ones and the bf16 table
+MARKERS = {"full": "train-parity", "small": "train-parity-small", "bf16": "train-parity-bf16"}
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -389,16 +389,18 @@ def mae_b(steps, small):
 CASES = {"resnet50": resnet50, "vit_s16": vit_s16, "swin_t": swin_t, "mae_b": mae_b}
 
 
-def bf16_errors(name: str, size: int = 224, batch: int = 2) -> tuple[float, float]:
-    """(jaxbones bf16 vs f32, torch autocast bf16 vs f32) largest logit difference relative to
-    the logit scale, same weights and inputs."""
+def bf16_errors(name: str, size: int = 224, batch: int = 4, **kw) -> dict[str, float]:
+    """The bf16 forward's distance from the float32 one in jaxbones (``dtype=bfloat16``,
+    float32 parameters) and in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same
+    weights and inputs: the largest and the root-mean-square logit difference, both over the
+    largest float32 logit. ``kw`` reduces the model (the test's tiny ViT)."""
     import timm
 
     import jaxbones
 
     torch.manual_seed(0)
-    tm = timm.create_model(name, num_classes=1000).eval()
-    variables = jaxbones.convert.from_torch(name, tm.state_dict(), strict=True)
+    tm = timm.create_model(name, num_classes=1000, **kw).eval()
+    variables = jaxbones.convert.from_torch(name, tm.state_dict(), strict=True, **kw)
     x = np.random.default_rng(0).standard_normal((batch, size, size, 3)).astype(np.float32)
     with torch.no_grad():
         t32 = tm(_nchw(x)).numpy()
@@ -406,12 +408,18 @@ def bf16_errors(name: str, size: int = 224, batch: int = 2) -> tuple[float, floa
             t16 = tm(_nchw(x)).float().numpy()
     outs = {}
     for dt in (jnp.float32, jnp.bfloat16):
-        m = jaxbones.create_model(name, dtype=dt)
+        m = jaxbones.create_model(name, dtype=dt, **kw)
         outs[dt] = np.asarray(jax.jit(lambda v, x, m=m: m.apply(v, x))(variables, x), np.float32)
-    return _rel(outs[jnp.bfloat16], outs[jnp.float32]), _rel(t16, t32)
+
+    def dist(a, b):
+        d, s = np.asarray(a, np.float64) - b, float(np.abs(b).max())
+        return float(np.abs(d).max()) / s, float(np.sqrt(np.mean(d**2))) / s
+
+    (jmax, jrms), (tmax, trms) = dist(outs[jnp.bfloat16], outs[jnp.float32]), dist(t16, t32)
+    return {"jax_max": jmax, "jax_rms": jrms, "torch_max": tmax, "torch_rms": trms}
 
 
-def render(results: list[Result], bf16: dict | None = None) -> str:
+def render(results: list[Result]) -> str:
     lines = [
         (
             "| model | recipe step | steps | max rel. loss diff | at last step | loss first → last "
@@ -428,23 +436,36 @@ def render(results: list[Result], bf16: dict | None = None) -> str:
             f"| {r.name} | {r.setup} | {r.steps} | {d.max():.1e} (step {int(d.argmax())}) "
             f"| {d[-1]:.1e} | {r.losses_torch[0]:.4f} → {r.losses_torch[-1]:.4f} | {p} |"
         )
-    if bf16:
-        lines += [
-            "",
-            "| model (224 px, batch 2) | jaxbones bf16 vs f32 | torch autocast bf16 vs f32 |",
-            "|---|---:|---:|",
-        ]
-        lines += [f"| {n} | {a:.1e} | {b:.1e} |" for n, (a, b) in bf16.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table: str, path: str = README) -> None:
+def render_bf16(bf16: dict) -> str:
+    lines = [
+        (
+            "| model (224 px, batch 4) | bf16 vs f32, largest: jaxbones | torch autocast "
+            "| root-mean-square: jaxbones | torch autocast |"
+        ),
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {n} | {e['jax_max']:.2e} | {e['torch_max']:.2e} | {e['jax_rms']:.2e} "
+        f"| {e['torch_rms']:.2e} |"
+        for n, e in bf16.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(table: str, block: str, path: str = README) -> None:
+    """Writes ``table`` into README's ``MARKERS[block]`` block."""
     from scripts.model_table import write_between_markers
 
     with open(path) as f:
         text = f.read()
+    name = MARKERS[block]
     with open(path, "w") as f:
-        f.write(write_between_markers(text, table, START, END))
+        f.write(
+            write_between_markers(text, table, f"<!-- {name}:start -->", f"<!-- {name}:end -->")
+        )
 
 
 def main(argv=None):
@@ -463,13 +484,18 @@ def main(argv=None):
         print(f"{r.name}: max loss diff {r.loss_diffs.max():.2e}, params {r.param_diff:.2e}, "
               f"{r.seconds:.0f} s", flush=True)  # fmt: skip
         results.append(r)
+    if results:
+        table = render(results)
+        print(table)
+        if not args.no_write:
+            write_readme(table, "small" if args.small else "full")
     bf16 = None
     if args.bf16:
         bf16 = {n: bf16_errors(n) for n in ("vit_base_patch16_224", "resnet50")}
-    table = render(results, bf16)
-    print(table)
-    if not args.no_write:
-        write_readme(table)
+        table = render_bf16(bf16)
+        print(table)
+        if not args.no_write:
+            write_readme(table, "bf16")
     return results, bf16
 
 

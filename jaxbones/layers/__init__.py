@@ -5,6 +5,7 @@ from jaxbones.layers.attention import MultiHeadAttention, dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import ConvNormAct, conv2d, conv_kernel_init, torch_padding
 from jaxbones.layers.drop import DropPath, drop_path, drop_path_rates
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jaxbones.layers.patch_embed import PatchEmbed
@@ -15,6 +16,7 @@ from jaxbones.layers.stack import (
     StackLayout,
     block_stack,
     remat,
+    residual_dtype,
     restack,
     stack_blocks,
     unstack_blocks,
@@ -35,6 +37,7 @@ __all__ = [
     "BatchNorm",
     "ConvNormAct",
     "ConvTranspose2d",
+    "Dense",
     "DropPath",
     "GroupNorm",
     "LayerNorm",
@@ -64,6 +67,7 @@ __all__ = [
     "quick_gelu",
     "remat",
     "resample_abs_pos_embed",
+    "residual_dtype",
     "resize",
     "resize_to",
     "restack",

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxbones.layers.linear import Dense
+
 # timm's ViT init for Linear layers (trunc_normal std 0.02)
 _dense_init = nn.initializers.truncated_normal(0.02)
 
@@ -96,7 +98,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"attention dim {c} is not divisible by num_heads={self.num_heads}")
         head_dim = c // self.num_heads
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_dense_init
+            Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_dense_init
         )
         qkv = dense(3 * c, use_bias=self.qkv_bias, name="qkv")(x)
         qkv = qkv.reshape(b, n, 3, self.num_heads, head_dim)  # [B, L, 3, H, D] (torch rows)

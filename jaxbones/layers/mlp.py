@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers.activations import get_act
+from jaxbones.layers.linear import Dense
 
 Dtype = Any
 dense_init = nn.initializers.truncated_normal(0.02)
@@ -40,8 +41,10 @@ class Mlp(nn.Module):
             "param_dtype": self.param_dtype,
             "kernel_init": dense_init,
         }
-        x = nn.Dense(self.hidden_features, name="fc1", **kw)(x)
-        x = get_act(self.act)(x)
+        x = Dense(self.hidden_features, name="fc1", **kw)(x)
+        # the activation is evaluated in float32 and rounded once, as PyTorch's bfloat16 kernels
+        # do; XLA would round each step of erf's polynomial to bfloat16
+        x = get_act(self.act)(x.astype(jnp.promote_types(x.dtype, jnp.float32))).astype(x.dtype)
         x = nn.Dropout(self.drop)(x, deterministic)
-        x = nn.Dense(out, name="fc2", **kw)(x)
+        x = Dense(out, name="fc2", **kw)(x)
         return nn.Dropout(self.drop)(x, deterministic)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jaxbones.layers.linear import Dense
+
 
 def select_levels(levels: list, out_indices: Sequence[int] | None) -> list:
     """The feature levels (or ``feature_info`` dicts) picked by ``out_indices`` (None: all);
@@ -31,4 +33,4 @@ def classifier_head(mod, x, train: bool, name: str):
     if not mod.num_classes:
         return x
     x = nn.Dropout(mod.drop_rate)(x, deterministic=not train)
-    return nn.Dense(mod.num_classes, dtype=mod.dtype, param_dtype=mod.param_dtype, name=name)(x)
+    return Dense(mod.num_classes, dtype=mod.dtype, param_dtype=mod.param_dtype, name=name)(x)

@@ -35,6 +35,7 @@ from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.conv import conv2d
 from jaxbones.layers.drop import drop_path_rates
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.norm import BatchNorm, LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
 from jaxbones.layers.partitioning import TRANSFORMER_RULES
@@ -240,7 +241,7 @@ class AttentionPool2d(nn.Module):
         )
         x = x + pos.astype(x.dtype)
         dense = functools.partial(
-            nn.Dense,
+            Dense,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.initializers.normal(c**-0.5),

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, avg_pool2d, check_input, conv2d, max_pool2d
+from jaxbones.layers.linear import Dense
 from jaxbones.models._features import select_levels
 from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
@@ -209,7 +210,7 @@ class DenseNet(nn.Module):
         x = x.mean((1, 2))  # adaptive_avg_pool2d(x, (1, 1)): [B, C]
         if not self.num_classes:
             return x
-        return nn.Dense(
+        return Dense(
             self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier"
         )(x)
 

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbones.layers.linear import Dense
+
 _PRIOR_PROB = 0.01
 
 
@@ -149,11 +151,11 @@ class TokenDetector(nn.Module):
         stride = float(self.backbone.feature_info[-1]["reduction"])
         tokens = f.reshape(b, gh * gw, d)  # [B, L, D]
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        logits = nn.Dense(self.num_classes, bias_init=_prior_bias, name="cls_head", **kw)(tokens)
+        logits = Dense(self.num_classes, bias_init=_prior_bias, name="cls_head", **kw)(tokens)
         hidden = self.hidden or d
-        h = nn.relu(nn.Dense(hidden, name="box_fc1", **kw)(tokens))
-        h = nn.relu(nn.Dense(hidden, name="box_fc2", **kw)(h))
-        cxcywh = jax.nn.sigmoid(nn.Dense(4, name="box_fc3", **kw)(h).astype(jnp.float32))
+        h = nn.relu(Dense(hidden, name="box_fc1", **kw)(tokens))
+        h = nn.relu(Dense(hidden, name="box_fc2", **kw)(h))
+        cxcywh = jax.nn.sigmoid(Dense(4, name="box_fc3", **kw)(h).astype(jnp.float32))
         height, width = x.shape[1], x.shape[2]
         size = jnp.array([width, height], jnp.float32)
         centre, wh = cxcywh[..., :2] * size, cxcywh[..., 2:] * size

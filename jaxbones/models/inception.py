@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from jaxbones.layers import ConvNormAct, avg_pool2d, check_input, max_pool2d
+from jaxbones.layers.linear import Dense
 from jaxbones.models._features import select_levels
 from jaxbones.models._pretrained import timm_hub, torchvision_url
 from jaxbones.registry import register_model
@@ -163,9 +164,7 @@ class InceptionAux(_Block):
         x = self.conv("conv0", 128, 1)(x, train)
         x = self.conv("conv1", 768, 5)(x, train)
         x = x.mean((1, 2))  # adaptive_avg_pool2d(x, (1, 1))
-        return nn.Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"
-        )(x)
+        return Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x)
 
 
 class InceptionV3(nn.Module):
@@ -278,9 +277,9 @@ class InceptionV3(nn.Module):
         x = x.mean((1, 2))  # adaptive_avg_pool2d(x, (1, 1)): [B, 2048]
         x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
         if self.num_classes:
-            x = nn.Dense(
-                self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"
-            )(x)
+            x = Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(
+                x
+            )
         if train and aux is not None:
             return x, aux
         return x

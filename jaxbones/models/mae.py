@@ -32,13 +32,14 @@ from einops import rearrange
 
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path_rates
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.mlp import dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
-from jaxbones.layers.stack import block_stack
+from jaxbones.layers.stack import block_stack, residual_dtype
 from jaxbones.models.vit import Block
 from jaxbones.registry import register_model, register_pretrained
 
@@ -230,10 +231,11 @@ class MaskedAutoencoderViT(nn.Module):
         b = images.shape[0]
         deterministic = not train
         dt = self.dtype or images.dtype
+        rt = residual_dtype(dt, self.param_dtype)  # the encoder's and decoder's streams
         norm = functools.partial(LayerNorm, epsilon=self.norm_eps, dtype=self.dtype)
         norm = functools.partial(norm, param_dtype=self.param_dtype)
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
+            Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
         )
         d, dd = self.embed_dim, self.decoder_embed_dim
         n = self.num_patches
@@ -241,7 +243,7 @@ class MaskedAutoencoderViT(nn.Module):
         # ---- encoder on the visible patches
         x = PatchEmbed(
             d, self.patch_size, dtype=self.dtype, param_dtype=self.param_dtype, name="patch_embed"
-        )(images.astype(dt))  # [B, L, D]
+        )(images.astype(dt)).astype(rt)  # [B, L, D]
         cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, d), self.param_dtype)
         pos = self.param(
             "pos_embed",
@@ -249,7 +251,7 @@ class MaskedAutoencoderViT(nn.Module):
             (1, n + 1, d),
             self.param_dtype,
         )
-        pos = jax.lax.stop_gradient(pos).astype(dt)  # fixed table
+        pos = jax.lax.stop_gradient(pos).astype(rt)  # fixed table
         x = x + pos[:, 1:]
         if noise is None:
             noise = self._noise(b)
@@ -257,7 +259,7 @@ class MaskedAutoencoderViT(nn.Module):
             raise ValueError(f"noise must have shape [B, L] = {(b, n)}, got {noise.shape}")
         ids_keep, mask, ids_restore = random_masking(noise, self.num_keep)
         x = jnp.take_along_axis(x, ids_keep[..., None], axis=1)  # [B, keep, D]
-        cls = (cls.astype(dt) + pos[:, :1]).astype(dt)
+        cls = (cls.astype(rt) + pos[:, :1]).astype(rt)
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)  # [B, 1 + keep, D]
         x, _ = block_stack(
             self,
@@ -276,7 +278,7 @@ class MaskedAutoencoderViT(nn.Module):
         self.sow("intermediates", "ids_restore", ids_restore)
 
         # ---- decoder: mask tokens appended, unshuffled with ids_restore, cls kept first
-        y = dense(dd, name="decoder_embed")(latent)  # [B, 1 + keep, Dd]
+        y = dense(dd, name="decoder_embed")(latent).astype(rt)  # [B, 1 + keep, Dd]
         mask_token = self.param(
             "mask_token", nn.initializers.normal(0.02), (1, 1, dd), self.param_dtype
         )

@@ -42,6 +42,7 @@ from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.layers.activations import get_act
 from jaxbones.layers.attention import dot_product_attention
 from jaxbones.layers.conv import conv2d
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
@@ -172,7 +173,7 @@ class SamAttention(nn.Module):
         b, h, w, c = x.shape
         hd = c // self.num_heads
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
+            Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
         )
         qkv = dense(3 * c, use_bias=self.qkv_bias, name="qkv")(x)
         qkv = qkv.reshape(b, h * w, 3, self.num_heads, hd)  # torch row order [q, k, v][head]
@@ -499,7 +500,7 @@ class TokenAttention(nn.Module):
         if inner % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide {inner}")
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
+            Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=linear_init
         )
 
         def heads(t):  # [B, N, inner] -> [B, N, H, inner / H]
@@ -603,7 +604,7 @@ class MLP(nn.Module):
     def __call__(self, x):
         dims = [self.hidden_dim] * (self.num_layers - 1) + [self.output_dim]
         for i, d in enumerate(dims):
-            x = nn.Dense(
+            x = Dense(
                 d,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,

@@ -39,6 +39,7 @@ from jaxbones.layers import (
     drop_path_rates,
     global_pool,
 )
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.param_groups import ParamGroups, staged_layer_ids
 from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.models._pretrained import timm_hub
@@ -192,7 +193,7 @@ class WindowAttention(nn.Module):
         heads = self.num_heads
         wh, ww = self.window_size
         dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
+            Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init
         )
         qkv = dense(3 * c, use_bias=self.qkv_bias, name="qkv")(x)
         qkv = qkv.reshape(bn, n, 3, heads, c // heads)  # [B*nW, N, 3, H, D]
@@ -297,7 +298,7 @@ class PatchMerging(nn.Module):
     def __call__(self, x):
         x = jnp.concatenate([x[:, i::2, j::2] for i, j in MERGE_ORDER], -1)  # [B, H/2, W/2, 4C]
         x = LayerNorm(LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-        return nn.Dense(
+        return Dense(
             self.out_dim,
             use_bias=False,
             dtype=self.dtype,
@@ -475,7 +476,7 @@ class SwinTransformer(nn.Module):
         if not self.num_classes:
             return x
         x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=dense_init, name="head", **kw)(x)
+        return Dense(self.num_classes, kernel_init=dense_init, name="head", **kw)(x)
 
 
 # timm SwinTransformer.no_weight_decay; layer ids over all stages' blocks in order (SimMIM)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxbones.layers import BatchNorm, adaptive_avg_pool2d, check_input, conv2d, max_pool2d
+from jaxbones.layers.linear import Dense
 from jaxbones.models._features import select_levels
 from jaxbones.models._pretrained import torchvision_url
 from jaxbones.registry import register_model
@@ -125,7 +126,7 @@ class VGG(nn.Module):
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # [B, 512 * 7 * 7]
 
         def dense(n, name):
-            return nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+            return Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
         x = nn.relu(dense(4096, "classifier_0")(x))
         x = nn.Dropout(self.drop_rate)(x, deterministic=not train)

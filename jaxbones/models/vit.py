@@ -28,12 +28,13 @@ from jaxbones.constants import (
 from jaxbones.layers.attention import MultiHeadAttention
 from jaxbones.layers.checks import check_input
 from jaxbones.layers.drop import drop_path, drop_path_rates
+from jaxbones.layers.linear import Dense
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
 from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.layers.patch_embed import PatchEmbed
-from jaxbones.layers.stack import block_stack
+from jaxbones.layers.stack import block_stack, residual_dtype
 from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
@@ -233,6 +234,7 @@ class VisionTransformer(nn.Module):
             param_dtype=self.param_dtype,
             name="patch_embed",
         )(x)  # [B, L, D]
+        x = x.astype(residual_dtype(x.dtype, self.param_dtype))
         gh, gw = self.grid_size
         n_prefix = self.num_prefix_tokens
         if self.class_token:
@@ -285,7 +287,7 @@ class VisionTransformer(nn.Module):
         if not self.num_classes:
             return x
         x = nn.Dropout(self.drop_rate)(x, deterministic)
-        return nn.Dense(
+        return Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=self.param_dtype,

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbones.layers.linear import Dense
 from jaxbones.registry import create_model, init_kwargs, model_fields
 from jaxbones.train import segmentation
 
@@ -207,7 +208,7 @@ class LinearProbe(nn.Module):
             name="head_norm",
         )(feats)
         # MAE: head weight trunc_normal(std=0.01), zero bias.
-        return nn.Dense(
+        return Dense(
             self.num_classes, kernel_init=nn.initializers.truncated_normal(0.01), name="head"
         )(feats)
 
