@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxbones.hardware import peak_flops, step_cost
-from jaxbones.registry import get_entry
+from jaxbones.registry import FAST_COMPILE, get_entry
 from jaxbones.train import checkpoint as ckpt_lib
 from jaxbones.train import evaluators, inputs, optim, pretrained, sharding
 from jaxbones.train.logger import MetricLogger
@@ -206,7 +206,9 @@ def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
 
     abstract_state = jax.eval_shape(init_fn, init_rng)
     state_sh = sharding.state_shardings(abstract_state, mesh, config.sharding, config.fsdp_min_size)
-    state = jax.jit(init_fn, out_shardings=state_sh)(init_rng)
+    # the init runs once: on CPU XLA's backend passes cost minutes and change no value
+    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+    state = jax.jit(init_fn, out_shardings=state_sh, compiler_options=options)(init_rng)
     return _Setup(state, state_sh, abstract_state, abstract_params, tx, schedule)
 
 
