@@ -338,7 +338,7 @@ def _run_evals(evals, state, step, logger, what) -> dict[str, dict]:
 def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, logger, ckpt):
     """The step loop: assemble the global batch, step, log every ``log_every``, run each
     evaluator at its period, checkpoint every ``ckpt_every`` or on SIGTERM; at the end every
-    evaluator and a checkpoint. Returns (state, step, last train metrics, {evaluator:
+    evaluator and a checkpoint (a run restored at its last step only evaluates). Returns (state, step, last train metrics, {evaluator:
     metrics} of the last evaluations, stopped)."""
     num_steps = data.num_steps
     preempt = _Preemption(config.preemption_check_every)
@@ -379,7 +379,9 @@ def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, l
                 break
         if stopped is None:
             results.update(_run_evals(evals, state, step, logger, "final"))
-            _save(ckpt, step, state, data.train, config, results.get("eval") or None, force=True)
+            if step > start:  # a finished run started again only evaluates: its step is saved
+                metrics = results.get("eval") or None
+                _save(ckpt, step, state, data.train, config, metrics, force=True)
     finally:
         preempt.restore()
     return state, step, last, results, stopped
