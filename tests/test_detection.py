@@ -375,12 +375,17 @@ def test_digits_det_dataset_and_pipeline(det_data_dir):
 # ----------------------------------------------------------------------------- recipe
 
 
-# One short recipe run serves the tests below: a one-block-per-stage ResNet-18, evaluated on
-# 100 test images in batches of 16 (the last one padded: 4 images, 12 padding rows).
+# One short recipe run serves the tests below: a one-block-per-stage ResNet-18 under a
+# one-conv, 64-wide FCOS head, 40 steps, evaluated on 100 test images in batches of 16 (the
+# last one padded: 4 images, 12 padding rows).
 RECIPE_ARGS = [
-    "--config.num_steps=60",
+    "--config.num_steps=40",
+    "--config.optimizer.warmup_steps=10",
+    "--config.optimizer.lr=2e-3",
     "--config.global_batch_size=8",
     "--config.model_kwargs.layers=(1,1,1,1)",
+    "--config.detection.num_convs=1",
+    "--config.detection.fpn_dim=64",
     "--config.eval_split=test[:100]",
     "--config.eval_batch_size=16",
     "--config.detection.pre_nms_top_k=100",
