@@ -180,6 +180,8 @@ class DetectionPredictions(Evaluator):
     # focal-loss scores run low: at 0.3 most correct detections of a short run are hidden
     defaults: ClassVar[dict] = {"num_images": 8, "score_threshold": 0.2}
 
+    _detect = None  # the jitted detection of the pictured images, compiled on first use
+
     def run(self, state, step):
         if (inputs := _picture_inputs(self, state)) is None:
             return {}
@@ -188,11 +190,14 @@ class DetectionPredictions(Evaluator):
 
         c, task, model = self.ctx.config, self.ctx.task, self.ctx.model
         batch, variables = inputs
-        # one program for a few images at the end: on CPU XLA's backend passes would cost
-        # more than they save
-        options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-        detect = jax.jit(lambda v, x: task.detect(model, v, x, c), compiler_options=options)
-        found = jax.device_get(detect(variables, batch["image"]))
+        if self._detect is None:
+            # a few images once per evaluation: on CPU XLA's backend passes would cost more
+            # compile time than they save
+            options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+            self._detect = jax.jit(
+                lambda v, x: task.detect(model, v, x, c), compiler_options=options
+            )
+        found = jax.device_get(self._detect(variables, batch["image"]))
         path = detection.save_detections_png(
             batch["image"],
             jax.device_get(task.truth_pixels(batch)),
