@@ -1,5 +1,6 @@
 """Detection: box ops and NMS against torchvision, assignment, losses, mAP with known
-answers, the FCOS / token heads on backbones, the digits_det data and a short recipe run."""
+answers (crowd boxes included), the FCOS / token heads on backbones, the digits_det data and
+a short recipe run, evaluated again on 2 processes."""
 
 from __future__ import annotations
 
