@@ -1,7 +1,10 @@
 """Detection: box ops and NMS against torchvision, assignment, losses, mAP with known
-answers, the FCOS / token heads on backbones, the digits_det data and a short recipe run."""
+answers (crowd boxes included), the FCOS / token heads on backbones, the digits_det data and
+a short recipe run, evaluated again on 2 processes."""
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +15,7 @@ import torchvision
 
 from jaxbones.layers import boxes as box_ops
 from jaxbones.train import detection as det
+from tests.helpers import fast_jit
 
 
 def _random_boxes(rng, n, size=64.0):
@@ -156,13 +160,76 @@ def test_coco_map_known_answers():
     assert det.coco_map(padded_det, padded_gt)["map"] == pytest.approx(want, abs=1e-6)
 
 
+def test_coco_map_ignores_detections_on_crowd_boxes():
+    # one object and a crowd region (pycocotools' iscrowd=1); a small detection inside the
+    # region outranks the exact hit on the object
+    gt = _gt([[[0, 0, 10, 10], [20, 20, 60, 60]]], [[0, 0]])
+    found = _det([[[30, 30, 40, 40], [0, 0, 10, 10]]], [[0.9, 0.8]], [[0, 0]])
+    # crowd: the detection inside it matches it (intersection over the detection's area is
+    # 1) and counts nowhere, the region is never a miss -> a perfect score
+    crowd = {**gt, "crowd": np.array([[False, True]])}
+    assert det.coco_map(found, crowd) == {"map": pytest.approx(1.0), "map50": pytest.approx(1.0)}
+    # the same region as an ordinary box: the detection is a false positive ranked first and
+    # the region a miss (precision 1/2 up to recall 1/2, as in the known-answer case)
+    got = det.coco_map(found, gt)
+    assert got["map"] == pytest.approx(0.5 * 51 / 101, abs=1e-6)
+    # crowd boxes only: no ground truth to score
+    only = {**gt, "crowd": np.ones((1, 2), bool)}
+    assert np.isnan(det.coco_map(found, only)["map"])
+
+
+def test_crowd_boxes_are_no_training_target():
+    # one stride-8 location per cell of a 32x32 image, the token rule (no centre-ness)
+    ys, xs = np.mgrid[0:4, 0:4]
+    points = np.stack([xs.ravel() * 8 + 4, ys.ravel() * 8 + 4], -1).astype(np.float32)
+    out = {
+        "cls_logits": np.zeros((1, 16, 3), np.float32),
+        "boxes": np.tile(np.array([0, 0, 8, 8], np.float32), (1, 16, 1)),
+        "points": points,
+        "strides": np.full(16, 8.0, np.float32),
+    }
+    boxes = np.array([[[0.05, 0.05, 0.45, 0.45], [0.55, 0.55, 0.95, 0.95]]], np.float32)
+    labels, valid = np.array([[1, 2]]), np.array([[True, True]])
+    crowd, none = np.array([[False, True]]), np.zeros((1, 2), bool)
+    loss_fn = fast_jit(lambda v, c: det.detection_loss(out, boxes, labels, v, (32, 32), c))
+    loss, m = loss_fn(valid, none)
+    loss_c, m_c = loss_fn(valid, crowd)
+    assert float(m["positives"]) == 2.0 and float(m_c["positives"]) == 1.0
+    # the crowd box weighs exactly as an absent one
+    loss_a, _ = loss_fn(valid & ~crowd, none)
+    assert float(loss_c) == float(loss_a) != float(loss)
+
+
+def test_coco_layout_targets_carry_is_crowd():
+    from jaxbones.data.pipeline import _detection_targets
+
+    record = {
+        "objects": {
+            "bbox": np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.4, 0.4]]),
+            "label": np.array([4, 7, 1]),
+            "is_crowd": np.array([False, True, False]),
+        }
+    }
+    t = _detection_targets(record, 4, flip=False)
+    np.testing.assert_array_equal(t["box_crowd"], [False, True, False, False])
+    np.testing.assert_array_equal(t["box_valid"], [True, True, True, False])
+    np.testing.assert_allclose(t["boxes"][0], [0.2, 0.1, 0.6, 0.5])  # yxyx -> xyxy
+    # training drops boxes beyond max_boxes; evaluation refuses to, as the mAP would change
+    assert _detection_targets(record, 2, flip=False)["box_crowd"].tolist() == [False, True]
+    with pytest.raises(ValueError, match="3 boxes, more than max_boxes=2: raise config.detection"):
+        _detection_targets(record, 2, flip=False, exact=True)
+    # no is_crowd feature (digits_det): nothing is crowd
+    del record["objects"]["is_crowd"]
+    assert not _detection_targets(record, 4, flip=False)["box_crowd"].any()
+
+
 def test_decode_keeps_best_box_per_object():
     # two locations predicting nearly the same box of class 1, one of class 0 elsewhere
     logits = np.full((1, 3, 2), -10.0, np.float32)
     logits[0, 0, 1], logits[0, 1, 1], logits[0, 2, 0] = 3.0, 2.0, 1.0
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30]]], np.float32)
     out = {"cls_logits": logits, "boxes": boxes}
-    decode = jax.jit(det.decode, static_argnames=("iou_threshold", "max_detections"))
+    decode = fast_jit(det.decode, static_argnames=("iou_threshold", "max_detections"))
     d = decode(out, score_threshold=0.05, iou_threshold=0.5, max_detections=4)
     valid = np.asarray(d["valid"][0])
     assert valid.sum() == 2
@@ -213,7 +280,7 @@ def _tiny_vit_task():
     config.model_kwargs.update(patch_size=8, depth=2, embed_dim=32, num_heads=2, out_indices=(-1,))
     task = get_task("detection")
     model = task.build_model(config, num_classes=3)
-    variables = task.init(model, config, jax.random.PRNGKey(0))
+    variables = fast_jit(lambda r: task.init(model, config, r))(jax.random.PRNGKey(0))
     return config, task, model, variables
 
 
@@ -232,12 +299,14 @@ def test_token_head_loss_trains_backbone_and_head():
         )
         return loss, metrics
 
-    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    (loss, metrics), grads = fast_jit(jax.value_and_grad(loss_fn, has_aux=True))(
+        variables["params"]
+    )
     assert np.isfinite(float(loss)) and float(metrics["positives"]) == 2.0  # one token a box
     norms = {k: float(optax_norm(v)) for k, v in grads.items()}
     assert norms["backbone"] > 0 and norms["cls_head"] > 0 and norms["box_fc3"] > 0, norms
     # eval rows: per-image detections, ground truth in pixels, the padding flag
-    rows = jax.jit(lambda v, b: task.eval_sums(model, v, b, config))(
+    rows = fast_jit(lambda v, b: task.eval_sums(model, v, b, config))(
         variables, {**batch, "valid": jnp.array([True, False])}
     )
     assert rows["det_boxes"].shape == (2, 48, 4)  # min(max_detections, 16 tokens x 3)
@@ -307,22 +376,64 @@ def test_digits_det_dataset_and_pipeline(det_data_dir):
 # ----------------------------------------------------------------------------- recipe
 
 
-def test_detection_recipe_reaches_map_floor(tmp_path, det_data_dir):
-    from experiments import detection
+# One short recipe run serves the tests below: a one-block-per-stage ResNet-18 under a
+# one-conv, 64-wide FCOS head, 40 steps, evaluated on 100 test images in batches of 16 (the
+# last one padded: 4 images, 12 padding rows).
+RECIPE_ARGS = [
+    "--config.num_steps=40",
+    "--config.optimizer.warmup_steps=10",
+    "--config.optimizer.lr=2e-3",
+    "--config.global_batch_size=8",
+    "--config.model_kwargs.layers=(1,1,1,1)",
+    "--config.detection.num_convs=1",
+    "--config.detection.fpn_dim=64",
+    "--config.eval_split=test[:100]",
+    "--config.eval_batch_size=16",
+    "--config.detection.pre_nms_top_k=100",
+    "--config.progress=false",
+    "--config.compile_cache=",
+]
 
-    out = detection.main(
-        [
-            "--config.num_steps=60",
-            "--config.global_batch_size=8",
-            "--config.model_kwargs.layers=(1,1,1,1)",
-            "--config.eval_split=test[:200]",
-            "--config.detection.pre_nms_top_k=100",
-            f"--config.workdir={tmp_path}",
-            f"--config.data_dir={det_data_dir}",
-            "--config.progress=false",
-            "--config.compile_cache=",
-        ]
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory, det_data_dir):
+    from experiments import detection
+    from jaxbones.launch import main
+
+    workdir = tmp_path_factory.mktemp("recipe")
+    args = [*RECIPE_ARGS, f"--config.data_dir={det_data_dir}"]
+    result = main(detection.get_config, [*args, f"--config.workdir={workdir}"])
+    return workdir, args, result
+
+
+def test_detection_recipe_reaches_map_floor(recipe_run):
+    workdir, _, result = recipe_run
+    assert result.metrics["eval_images"] == 100
+    assert result.metrics["eval_map50"] >= 0.04, result.metrics
+    # the detection_predictions evaluator the recipe declares
+    assert (workdir / "detections.png").stat().st_size > 1000
+
+
+def test_detection_map_is_the_same_on_two_processes(recipe_run, tmp_path):
+    """The final checkpoint evaluated again by 2 processes x 4 devices (gloo): every test
+    image once, the padded last batch split over the processes, and the same mAP as the
+    1-process x 8-device run."""
+    import json
+    import shutil
+
+    from tests import subprocesses
+
+    workdir, args, result = recipe_run
+    copy = tmp_path / "two"
+    shutil.copytree(workdir, copy)  # resumes at the last step: evaluation only
+    os.remove(copy / "metrics.jsonl")
+    os.remove(copy / "detections.png")
+    outs = subprocesses.run_processes(
+        "experiments.detection", [*args, f"--config.workdir={copy}"], n=2, devices=4
     )
-    assert out.metrics["eval_images"] == 200
-    assert out.metrics["eval_map50"] >= 0.04, out.metrics
-    assert (tmp_path / "detections.png").stat().st_size > 1000
+    assert '"process_count": 2' in outs[0] and "resumed" in outs[0], outs[0]
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    (ev,) = [r for r in rows if r["split"] == "eval"]
+    assert ev["images"] == 100
+    assert (ev["map"], ev["map50"]) == (result.metrics["eval_map"], result.metrics["eval_map50"])
+    assert (copy / "detections.png").stat().st_size > 1000  # written by process 0

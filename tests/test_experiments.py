@@ -1,6 +1,7 @@
 """The recipes in experiments/ at tiny size: every recipe's config builds and takes
 overrides; quickstart reaches >= 95% on digits; MAE pretraining lowers its loss and writes a
-reconstruction PNG, fine-tuning and linear probing start from its checkpoint."""
+reconstruction PNG, fine-tuning, linear probing and the detection token head start from its
+checkpoint."""
 
 import importlib
 import os
@@ -221,3 +222,22 @@ def test_mae_pretrain_then_finetune_and_linprobe(tmp_path):
     got = jax.device_get(lp.state.params["backbone"]["blocks_0"])
     for a, b in zip(jax.tree_util.tree_leaves(enc), jax.tree_util.tree_leaves(got), strict=True):
         np.testing.assert_array_equal(a, b)  # frozen backbone == the pretrained encoder
+
+    # the detection token head on the same encoder (task 'detection', init_from): every
+    # backbone parameter comes from the MAE checkpoint, only the head's stay fresh
+    from experiments import detection
+    from jaxbones.train.checkpoint import load_params
+    from jaxbones.train.tasks import get_task
+
+    c = detection.get_config()
+    vit = ["--config.model=vit_base_patch16_224", "--config.image_size=32", *TINY_VIT]
+    apply_overrides(c, [*vit, "--config.model_kwargs.out_indices=(-1,)"])  # depth 2
+    task = get_task("detection")
+    model = task.build_model(c, num_classes=10)
+    shapes = jax.eval_shape(lambda: task.init(model, c, jax.random.PRNGKey(0)))["params"]
+    fresh = jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+    params, rep = load_params(pre, fresh, c.model, task.params_prefix)
+    assert {p.split("/")[0] for p in rep["fresh"]} == {"box_fc1", "box_fc2", "box_fc3", "cls_head"}
+    got = params["backbone"]["blocks_0"]
+    for a, b in zip(jax.tree_util.tree_leaves(enc), jax.tree_util.tree_leaves(got), strict=True):
+        np.testing.assert_array_equal(a, b)

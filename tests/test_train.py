@@ -338,7 +338,10 @@ def test_evaluators_are_declared_in_the_config():
         evaluators.make_evaluators(ctx)
     del c.evals["recon"]
     c.evals.bad = ml_collections.ConfigDict({"type": "accuracy"})
-    with pytest.raises(ValueError, match="registered: clip_zero_shot, mae_reconstruction, metrics"):
+    with pytest.raises(
+        ValueError,
+        match="registered: clip_zero_shot, detection_predictions, mae_reconstruction, metrics",
+    ):
         evaluators.make_evaluators(ctx)
 
 

@@ -8,16 +8,14 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import subprocesses
+
 STEPS = 8
 BASE = [
     "--config.model=resnet18",
@@ -38,25 +36,8 @@ BASE = [
 
 
 def _launch(workdir, *extra, devices=8, cache=None, timeout=900, env_extra=None, wait=True):
-    env = dict(os.environ)
-    env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-    )
-    env.update(env_extra or {})
-    cmd = [
-        sys.executable,
-        "-m",
-        "jaxbones.launch",
-        *BASE,
-        f"--config.workdir={workdir}",
-        f"--config.compile_cache={cache or ''}",
-        *extra,
-    ]
-    p = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    args = [*BASE, f"--config.workdir={workdir}", f"--config.compile_cache={cache or ''}", *extra]
+    p = subprocesses.start("jaxbones.launch", args, devices, env_extra)
     if not wait:
         return p
     out, _ = p.communicate(timeout=timeout)
@@ -132,31 +113,10 @@ def test_restore_onto_another_device_count(reference, tmp_path):
     np.testing.assert_allclose(_curve(wd), reference["curve"][4:], rtol=2e-4)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _launch_processes(workdir, n, *extra, devices, cache=None):
     """``n`` local processes (gloo collectives) of one run; returns their outputs."""
-    port = _free_port()
-    procs = [
-        _launch(
-            workdir,
-            f"--coordinator=localhost:{port}",
-            f"--num_processes={n}",
-            f"--process_id={i}",
-            *extra,
-            devices=devices,
-            cache=cache,
-            wait=False,
-        )
-        for i in range(n)
-    ]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
-    return outs
+    args = [*BASE, f"--config.workdir={workdir}", f"--config.compile_cache={cache or ''}", *extra]
+    return subprocesses.run_processes("jaxbones.launch", args, n, devices)
 
 
 def _truncate(src, dst, keep_step):

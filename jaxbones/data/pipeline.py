@@ -117,20 +117,29 @@ def _mask_image(mask) -> Any:
     return transforms.Image.fromarray(m.astype(np.uint8))
 
 
-def _detection_targets(element, max_boxes: int, flip: bool) -> dict:
+def _detection_targets(element, max_boxes: int, flip: bool, exact: bool = False) -> dict:
     """Padded ground truth of a detection record (the coco/2017 layout: ``objects`` with
-    ``bbox`` (ymin, xmin, ymax, xmax) normalised and ``label``): ``boxes`` [max_boxes, 4]
-    xyxy normalised, ``labels`` [max_boxes] int32, ``box_valid`` [max_boxes] bool. Boxes
-    beyond max_boxes are dropped."""
+    ``bbox`` (ymin, xmin, ymax, xmax) normalised, ``label`` and optionally ``is_crowd``):
+    ``boxes`` [max_boxes, 4] xyxy normalised, ``labels`` [max_boxes] int32, ``box_valid`` and
+    ``box_crowd`` [max_boxes] bool. Training drops boxes beyond max_boxes; evaluation
+    (``exact``) refuses to, since a dropped box would change the mAP."""
     objects = element["objects"]
-    yxyx = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)[:max_boxes]
+    yxyx = np.asarray(objects["bbox"], np.float32).reshape(-1, 4)
+    if exact and len(yxyx) > max_boxes:
+        raise ValueError(
+            f"an evaluation image has {len(yxyx)} boxes, more than max_boxes={max_boxes}: "
+            "raise config.detection.max_boxes"
+        )
+    yxyx = yxyx[:max_boxes]
     labels = np.asarray(objects["label"], np.int32).reshape(-1)[:max_boxes]
+    crowd = np.asarray(objects.get("is_crowd", np.zeros(len(yxyx))), bool).reshape(-1)
     xyxy = yxyx[:, [1, 0, 3, 2]]
     if flip:
         xyxy = np.stack([1 - xyxy[:, 2], xyxy[:, 1], 1 - xyxy[:, 0], xyxy[:, 3]], -1)
     n = len(xyxy)
     out = _empty_detection_targets(max_boxes)
     out["boxes"][:n], out["labels"][:n], out["box_valid"][:n] = xyxy, labels, True
+    out["box_crowd"][:n] = crowd[:n]
     return out
 
 
@@ -139,6 +148,7 @@ def _empty_detection_targets(max_boxes: int) -> dict:
         "boxes": np.zeros((max_boxes, 4), np.float32),
         "labels": np.zeros((max_boxes,), np.int32),
         "box_valid": np.zeros((max_boxes,), bool),
+        "box_crowd": np.zeros((max_boxes,), bool),
     }
 
 
@@ -234,7 +244,7 @@ class _EvalTransform(grain.transforms.Map):
             if len(self.mean) == 1:
                 img = img.convert("L")
             out = {"image": transforms.normalize(img, self.mean, self.std)}
-            out.update(_detection_targets(element, self.max_boxes, False))
+            out.update(_detection_targets(element, self.max_boxes, False, exact=True))
             out["valid"] = np.bool_(True)
             return out
         fill = tuple(round(255 * m) for m in self.mean) if len(self.mean) == 3 else 0
@@ -278,8 +288,9 @@ def make_train_iterator(
 
     Yields classification {"image" f32 [b,H,W,C], "label" i32 [b]}, mae {"image"},
     segmentation {"image", "mask" i32 [b,H,W]}, detection {"image", "boxes" f32 [b,M,4]
-    xyxy normalised, "labels" i32 [b,M], "box_valid" bool [b,M]} (M = max_boxes; the
-    image resized whole, optional hflip) with b = global_batch_size // process_count.
+    xyxy normalised, "labels" i32 [b,M], "box_valid" and "box_crowd" (COCO's is_crowd) bool
+    [b,M]} (M = max_boxes, extra boxes dropped; the image resized whole, optional hflip) with
+    b = global_batch_size // process_count.
     `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
     for classification randaugment ('rand-m9-mstd0.5') and reprob, for classification and
     mae jpeg_draft: reduced-size JPEG decoding, see ``_AUGMENT_DEFAULTS``).
@@ -386,7 +397,8 @@ def make_eval_iterator(
     only, for segmentation) and ``crop_mode`` ('center' | 'squash' | 'border', see
     ``transforms.resize_center_crop``); ``jaxbones.data.settings.resolve_data_settings``
     gives them for a model or pretrained tag. Detection always
-    resizes the whole image (padding rows have no boxes).
+    resizes the whole image (padding rows have no boxes); an image with more than
+    ``max_boxes`` boxes is an error, as dropping one would change the mAP.
     """
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {TASKS}")

@@ -110,7 +110,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.detection = ml_collections.ConfigDict()
     d = c.detection
     d.head = "auto"
-    d.max_boxes = 100  # ground-truth boxes per image (padded / truncated; coco/2017: 93 max)
+    # ground-truth rows per image: training drops extra boxes, evaluation refuses to (exact
+    # mAP); coco/2017 has at most 93
+    d.max_boxes = 100
     d.num_levels = 3  # FCOS: the backbone's coarsest maps used by the FPN
     d.fpn_dim = 128
     d.num_convs = 2

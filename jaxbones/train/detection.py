@@ -4,14 +4,18 @@ A detection model (``jaxbones.models.detection``) returns a dict over P location
 points or ViT tokens): ``cls_logits`` [B, P, C], ``boxes`` [B, P, 4] xyxy in input pixels,
 ``points`` [P, 2] (x, y) centres in pixels, ``strides`` [P] and, for FCOS, ``centerness``
 [B, P] logits. Ground truth is padded to a fixed number of boxes per image: ``boxes``
-[B, M, 4] xyxy normalised to [0, 1], ``labels`` [B, M] int, ``box_valid`` [B, M] bool.
+[B, M, 4] xyxy normalised to [0, 1], ``labels`` [B, M] int, ``box_valid`` [B, M] bool, and
+optionally ``box_crowd`` [B, M] bool: COCO's ``iscrowd`` regions (one box around a group of
+objects), which are no training target and which evaluation ignores.
 
 Assignment (``assign``): a location is positive for a box when it lies within
 ``radius x stride`` of the box centre (FCOS's centre sampling, Tian et al. 2019/2020, radius
 1.5), inside the box, and, with several FPN levels, when its largest distance to the box
 sides is in its level's size range (FCOS: (4s, 8s] for stride s; the finest level from 0, the
 coarsest to infinity). Radius 0.5 without the box / range conditions is the token head's
-rule: the token whose cell contains the box centre. Ties go to the smallest box.
+rule: the token whose cell contains the box centre. Ties go to the smallest box. Crowd boxes
+are left out of the targets, as detectron2's and torchvision's COCO training data drop them:
+locations inside a crowd region count as background.
 
 Loss (``detection_loss``): sigmoid focal loss (``optax.sigmoid_focal_loss``, alpha 0.25,
 gamma 2) over all locations and classes, normalised by the number of positives; on the
@@ -23,7 +27,9 @@ Decoding (``decode``): scores sigmoid(class) (x sqrt(sigmoid(centre-ness)) for F
 to ``max_detections`` rows with a validity mask, score threshold.
 
 Evaluation (``coco_map``): mAP@[0.5:0.95] and mAP@0.5 by ``pycocotools`` over every valid
-image (any order: the detection task gathers them from every process).
+image (any order: the detection task gathers them from every process); crowd boxes are
+pycocotools' ``iscrowd=1`` ground truth: a detection matched to one is neither a true nor a
+false positive. ``save_detections_png`` draws detections next to the ground truth.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ def detection_loss(
     gt_labels,
     gt_valid,
     image_size,
+    gt_crowd=None,
     radius: float = 1.5,
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
@@ -92,7 +99,10 @@ def detection_loss(
     giou_weight: float = 2.0,
 ):
     """(total loss, metrics dict) of a model output ``out`` (module docstring) against
-    padded ground truth (normalised xyxy); ``image_size`` (H, W) of the input."""
+    padded ground truth (normalised xyxy); ``image_size`` (H, W) of the input; ``gt_crowd``
+    [B, M] bool marks crowd boxes, which are no target (module docstring)."""
+    if gt_crowd is not None:
+        gt_valid = gt_valid & ~gt_crowd
     h, w = image_size
     scale = jnp.array([w, h, w, h], jnp.float32)
     gt_px = gt_boxes.astype(jnp.float32) * scale
@@ -164,8 +174,10 @@ def coco_map(det, gt) -> dict:
     Args (numpy, one row per image):
       det: {"boxes" [N, K, 4] xyxy, "scores" [N, K], "classes" [N, K], "valid" [N, K]}.
       gt: {"boxes" [N, M, 4] xyxy (same units), "labels" [N, M], "box_valid" [N, M],
-        "image_valid" [N]}: images with image_valid False (evaluation padding) count nowhere.
-    All ground-truth boxes are non-crowd. No ground truth at all gives NaN.
+        "image_valid" [N], optionally "crowd" [N, M] (pycocotools' iscrowd: detections
+        inside a crowd box are ignored, and a crowd box is never a miss)}: images with
+        image_valid False (evaluation padding) count nowhere.
+    No ground truth at all gives NaN.
     """
     try:
         from pycocotools.coco import COCO
@@ -174,11 +186,13 @@ def coco_map(det, gt) -> dict:
         raise ImportError("COCO mAP needs pycocotools: pip install pycocotools") from e
     det = {k: np.asarray(v) for k, v in det.items()}
     gt = {k: np.asarray(v) for k, v in gt.items()}
+    crowd = gt.get("crowd", np.zeros_like(gt["box_valid"]))
     images, annotations, results = [], [], []
     classes = set()
     for i in np.flatnonzero(gt["image_valid"]):
         images.append({"id": int(i) + 1})
-        for bx, lb in zip(gt["boxes"][i][gt["box_valid"][i]], gt["labels"][i][gt["box_valid"][i]]):
+        ok = gt["box_valid"][i]
+        for bx, lb, cr in zip(gt["boxes"][i][ok], gt["labels"][i][ok], crowd[i][ok]):
             x1, y1, x2, y2 = (float(v) for v in bx)
             classes.add(int(lb))
             annotations.append(
@@ -188,7 +202,7 @@ def coco_map(det, gt) -> dict:
                     "category_id": int(lb) + 1,
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": 0,
+                    "iscrowd": int(cr),
                 }
             )
         keep = det["valid"][i]
@@ -204,7 +218,7 @@ def coco_map(det, gt) -> dict:
                     "score": float(sc),
                 }
             )
-    if not annotations:
+    if not any(a["iscrowd"] == 0 for a in annotations):
         return {"map": float("nan"), "map50": float("nan")}
     if not results:
         return {"map": 0.0, "map50": 0.0}
@@ -222,3 +236,53 @@ def coco_map(det, gt) -> dict:
         ev.accumulate()
         ev.summarize()
     return {"map": float(ev.stats[0]), "map50": float(ev.stats[1])}
+
+
+def save_detections_png(images, truth, found, path, mean, std, score_threshold=0.2, n=8):
+    """Writes a grid of the first ``n`` images with their ground-truth boxes (green; crowd
+    regions dashed) and detections (red, ``class:score``, those scoring at least
+    ``score_threshold``); returns ``path``.
+
+    ``images`` [B, H, W, C] normalised with ``mean`` / ``std``; ``truth`` = {"boxes" [B, M, 4]
+    xyxy pixels, "labels", "box_valid", optionally "crowd"}; ``found``: ``decode``'s dict.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    images = np.asarray(images[:n], np.float32)
+    truth = {k: np.asarray(v) for k, v in truth.items()}
+    found = {k: np.asarray(v) for k, v in found.items()}
+    crowd = truth.get("crowd", np.zeros_like(truth["box_valid"]))
+    n = len(images)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        img = np.clip(images[i] * np.asarray(std) + np.asarray(mean), 0, 1)
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+        for b, lb, ok, cr in zip(
+            truth["boxes"][i], truth["labels"][i], truth["box_valid"][i], crowd[i]
+        ):
+            if ok:
+                style = "--" if cr else "-"
+                ax.add_patch(
+                    Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="lime", ls=style)
+                )
+                ax.text(b[0], b[3], str(int(lb)), color="lime", fontsize=7, va="top")
+        for b, sc, cl, ok in zip(
+            found["boxes"][i], found["scores"][i], found["classes"][i], found["valid"][i]
+        ):
+            if ok and sc >= score_threshold:
+                ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ec="red"))
+                ax.text(b[0], b[1], f"{int(cl)}:{sc:.2f}", color="red", fontsize=7, va="bottom")
+    fig.suptitle("green: ground truth, red: detections (class:score)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -176,6 +176,7 @@ def make_eval_iterable(config, split: str):
     settings = data_settings(config)
     is_cls = isinstance(get_task(config.task), Classification)
     ebs = config.eval_batch_size if config.eval_batch_size > 0 else config.global_batch_size
+    extra = {"max_boxes": config.detection.max_boxes} if config.task == "detection" else {}
     return data.make_eval_iterator(
         config.dataset,
         split=split,
@@ -188,4 +189,5 @@ def make_eval_iterable(config, split: str):
         crop_pct=settings["crop_pct"],
         interpolation=settings["interpolation"],
         crop_mode=settings["crop_mode"],
+        **extra,
     )

@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxbones.hardware import peak_flops, step_cost
-from jaxbones.registry import get_entry
+from jaxbones.registry import FAST_COMPILE, get_entry
 from jaxbones.train import checkpoint as ckpt_lib
 from jaxbones.train import evaluators, inputs, optim, pretrained, sharding
 from jaxbones.train.logger import MetricLogger
@@ -208,7 +208,10 @@ def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
     state_sh = sharding.state_shardings(
         abstract_state, mesh, get_entry(config.model).partition_rules, config.fsdp_min_size
     )
-    state = jax.jit(init_fn, out_shardings=state_sh)(init_rng)
+    # the init runs once: on CPU XLA's backend passes cost minutes of compile time and change
+    # the values only by float rounding (an ulp in a few percent of the weights)
+    options = FAST_COMPILE if jax.default_backend() == "cpu" else None
+    state = jax.jit(init_fn, out_shardings=state_sh, compiler_options=options)(init_rng)
     return _Setup(state, state_sh, abstract_state, abstract_params, tx, schedule)
 
 
@@ -337,7 +340,7 @@ def _run_evals(evals, state, step, logger, what) -> dict[str, dict]:
 def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, logger, ckpt):
     """The step loop: assemble the global batch, step, log every ``log_every``, run each
     evaluator at its period, checkpoint every ``ckpt_every`` or on SIGTERM; at the end every
-    evaluator and a checkpoint. Returns (state, step, last train metrics, {evaluator:
+    evaluator and a checkpoint (a run restored at its last step only evaluates). Returns (state, step, last train metrics, {evaluator:
     metrics} of the last evaluations, stopped)."""
     num_steps = data.num_steps
     preempt = _Preemption(config.preemption_check_every)
@@ -378,7 +381,9 @@ def _train_steps(config, state, start, data: _Inputs, mesh, train_step, evals, l
                 break
         if stopped is None:
             results.update(_run_evals(evals, state, step, logger, "final"))
-            _save(ckpt, step, state, data.train, config, results.get("eval") or None, force=True)
+            if step > start:  # a finished run started again only evaluates: its step is saved
+                metrics = results.get("eval") or None
+                _save(ckpt, step, state, data.train, config, metrics, force=True)
     finally:
         preempt.restore()
     return state, step, last, results, stopped

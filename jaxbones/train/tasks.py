@@ -366,8 +366,9 @@ register_task(CLIPTask())
 
 class Detection(Task):
     """Object detection: ``batch = {"image", "boxes" [B, M, 4] xyxy normalised, "labels"
-    [B, M] int, "box_valid" [B, M] bool}`` (``jaxbones.data`` pads the boxes to
-    ``config.detection.max_boxes``).
+    [B, M] int, "box_valid" [B, M] bool, "box_crowd" [B, M] bool (optional)}``
+    (``jaxbones.data`` pads the boxes to ``config.detection.max_boxes``; crowd boxes are no
+    training target and are pycocotools' ``iscrowd`` ground truth in evaluation).
 
     Model: ``jaxbones.models.detection``'s ``FCOS`` (FPN + dense head) or ``TokenDetector``
     (per-token head for ViT / MAE) over ``create_model(config.model, features_only=True)``;
@@ -424,6 +425,7 @@ class Detection(Task):
             batch["labels"],
             batch["box_valid"],
             batch["image"].shape[1:3],
+            gt_crowd=batch.get("box_crowd"),
             radius=d.center_radius,
             focal_alpha=d.focal_alpha,
             focal_gamma=d.focal_gamma,
@@ -432,30 +434,41 @@ class Detection(Task):
         )
         return loss, metrics, bs
 
-    def eval_sums(self, model, variables, batch, config):
+    def detect(self, model, variables, images, config):
+        """``jaxbones.train.detection.decode``'s detections (pixels) of ``images`` with the
+        decoding settings of ``config.detection``."""
         from jaxbones.train import detection as det
 
         d = config.detection
-        out, _ = _apply(model, variables, batch["image"], False, None)
-        found = det.decode(
+        out, _ = _apply(model, variables, images, False, None)
+        return det.decode(
             out,
             score_threshold=d.score_threshold,
             iou_threshold=d.nms_iou,
             pre_nms_top_k=d.pre_nms_top_k,
             max_detections=d.max_detections,
         )
+
+    @staticmethod
+    def truth_pixels(batch) -> dict:
+        """The batch's ground truth with boxes in input pixels (``coco_map``'s ``gt``)."""
         h, w = batch["image"].shape[1:3]
         scale = jnp.array([w, h, w, h], jnp.float32)
+        return {
+            "boxes": batch["boxes"].astype(jnp.float32) * scale,
+            "labels": batch["labels"],
+            "box_valid": batch["box_valid"],
+            "crowd": batch.get("box_crowd", jnp.zeros_like(batch["box_valid"])),
+        }
+
+    def eval_sums(self, model, variables, batch, config):
+        found = self.detect(model, variables, batch["image"], config)
+        truth = self.truth_pixels(batch)
         n = batch["image"].shape[0]
         # per-image rows, not sums: mAP ranks every detection of the split together
         return {
-            "det_boxes": found["boxes"],
-            "det_scores": found["scores"],
-            "det_classes": found["classes"],
-            "det_valid": found["valid"],
-            "gt_boxes": batch["boxes"].astype(jnp.float32) * scale,
-            "gt_labels": batch["labels"],
-            "gt_valid": batch["box_valid"],
+            **{f"det_{k}": v for k, v in found.items()},
+            **{f"gt_{k}": v for k, v in truth.items()},
             "image_valid": _valid(batch, n) > 0,
         }
 
@@ -470,14 +483,9 @@ class Detection(Task):
         from jaxbones.train import detection as det
 
         rows = {k: np.concatenate(v) for k, v in sums.items()}
-        found = {k[4:]: rows[k] for k in ("det_boxes", "det_scores", "det_classes", "det_valid")}
-        truth = {
-            "boxes": rows["gt_boxes"],
-            "labels": rows["gt_labels"],
-            "box_valid": rows["gt_valid"],
-            "image_valid": rows["image_valid"],
-        }
-        out = det.coco_map(found, truth)
+        found = {k[4:]: v for k, v in rows.items() if k.startswith("det_")}
+        truth = {k[3:]: v for k, v in rows.items() if k.startswith("gt_")}
+        out = det.coco_map(found, {**truth, "image_valid": rows["image_valid"]})
         out["images"] = int(np.sum(rows["image_valid"]))
         return out
 
