@@ -2,8 +2,8 @@
 
 Command:   python -m experiments.vit_imagenet --config.data_dir=$TFDS_DATA_DIR
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16; FSDP optional:
-           --config.sharding=fsdp). Measured: the train step at batch 256 on one H200 uses
-           31.7 GB (BENCHMARKS.md), so 128 per chip fits.
+           --config.mesh.data=1 --config.mesh.fsdp=-1). Measured: the train step at batch
+           256 on one H200 uses 31.7 GB (BENCHMARKS.md), so 128 per chip fits.
 Time:      an estimate, not a measured run: ~5.7 h for 300 epochs on 8x H200 =
            300 x 1,281,167 = 384M images / (8 x 2,328 img/s) = 20,600 s. Measured: 2,328 img/s
            on one H200 for the jaxbones ViT-B/16 train step (bf16, batch 256, synthetic data;

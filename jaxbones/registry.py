@@ -51,6 +51,9 @@ class ModelEntry:
       min_size: smallest spatial input size the network accepts.
       param_groups: the family's optimiser facts (weight-decay exemptions, scanned stacks,
         layer ids for layer-wise lr decay); None: only the ndim rule applies.
+      partition_rules: the family's (path regex, logical axes) pairs naming the parameter
+        dimensions tensor parallelism splits (``jaxbones/layers/partitioning.py``); empty:
+        data / FSDP only.
     """
 
     name: str
@@ -63,6 +66,7 @@ class ModelEntry:
     reference: str = ""
     min_size: int = 32
     param_groups: ParamGroups | None = None
+    partition_rules: tuple = ()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

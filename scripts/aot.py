@@ -3,29 +3,34 @@
 Usage (from the repository root):
 
     python -m scripts.aot --recipe mae_pretrain --topology v4-256
-    python -m scripts.aot --recipe mae_pretrain --topology v4-64 \\
-        --config.model=mae_vit_huge_patch14_dec512d8b --config.sharding=fsdp
+    python -m scripts.aot --recipe mae_pretrain --topology v4-64 --mesh data=1,fsdp=-1 \\
+        --config.model=mae_vit_huge_patch14_dec512d8b
+    python -m scripts.aot --recipe mae_pretrain --topology v4-256 --num_slices 2
     python -m scripts.aot --recipe vit_imagenet --topology v4-32 --write   # README row
     python -m scripts.aot --recipe quickstart --topology cpu:8   # fake CPU devices, no libtpu
 
 It builds the recipe's real config (``experiments.<recipe>.get_config()`` plus ``--config.*``
-overrides), the real train step and state shardings of ``jaxbones.train.loop`` (through
-``abstract_train_step``) on a mesh of the topology's devices, lowers the step for abstract
-arguments (no data, no device memory) and compiles it. It prints per chip: the memory of the
-arguments (state and batch), outputs, temporaries and the total against the chip's HBM; the
-FLOPs of one step (XLA's cost analysis of the per-chip program); and the collectives of the
-optimized HLO by kind (a collective inside a loop body, as in scanned blocks, counts once).
+overrides; ``--mesh data=..,fsdp=..,tensor=..`` sets ``config.mesh``), the real train step
+and state shardings of ``jaxbones.train.loop`` (through ``abstract_train_step``) on the mesh
+``jaxbones.train.sharding.make_mesh`` builds of the topology's devices, lowers the step for
+abstract arguments (no data, no device memory) and compiles it. It prints per chip: the
+memory of the arguments (state and batch), outputs, temporaries and the total against the
+chip's HBM; the FLOPs of one step (XLA's cost analysis of the per-chip program); and the
+collectives of the optimized HLO by kind (a collective inside a loop body, as in scanned
+blocks, counts once).
 
 Topologies: ``v4-N`` and ``v5p-N`` (N TensorCores, as Cloud TPU names them: N/2 chips),
 ``v5e-N`` and ``v6e-N`` (N chips), an explicit ``v4:2x2x4``, or ``cpu:N`` (N fake XLA CPU
 devices; no memory limit, so no 'fits'). TPU topologies need the ``libtpu`` package
 (``pip install -e .[aot]``); libtpu's warnings about missing TPU host variables are harmless
-here. ``--num_slices k`` compiles for k such slices.
+here. ``--num_slices k`` compiles for k such slices joined over the data-centre network (the
+DCN part of the mesh: ``config.mesh.dcn_data`` = k unless the overrides set dcn sizes).
 
 ``--write`` puts the result as a row into README.md's table between
-``<!-- aot:start -->`` / ``<!-- aot:end -->`` (a row of the same recipe, model, topology and
-mesh is replaced). The total is XLA's peak of the compiled program's buffers; the runtime
-keeps a little HBM for itself, so a total just under the HBM may still fail on a chip.
+``<!-- aot:start -->`` / ``<!-- aot:end -->`` (a row of the same recipe, overrides, model,
+topology and mesh is replaced). The total is the arguments, the outputs that do not reuse a
+donated argument, the temporaries and the code; the runtime keeps a little HBM for itself,
+so a total just under the HBM may still fail on a chip.
 """
 
 from __future__ import annotations
@@ -189,9 +194,24 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
     return out
 
 
-def _mesh_label(mesh, sharding_mode: str) -> str:
-    axes = ",".join(f"{k}={v}" for k, v in mesh.shape.items())
-    return f"{axes} ({sharding_mode})"
+def _mesh_label(mesh, mesh_cfg) -> str:
+    """'data=16,fsdp=1,tensor=1' (mesh axis sizes), with the slices of a multi-slice mesh."""
+    label = ",".join(f"{k}={v}" for k, v in mesh.shape.items())
+    dcn = [f"{k}={mesh_cfg[k]}" for k in ("dcn_data", "dcn_fsdp") if mesh_cfg[k] > 1]
+    return label + (f" ({','.join(dcn)})" if dcn else "")
+
+
+def mesh_overrides(spec: str) -> list[str]:
+    """``data=2,fsdp=-1,tensor=4`` -> the ``--config.mesh.*`` overrides."""
+    out = []
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        if not value:
+            raise ValueError(
+                f"--mesh {spec!r}: write axis=size pairs, e.g. data=2,fsdp=-1,tensor=4"
+            )
+        out.append(f"--config.mesh.{key.strip()}={value.strip()}")
+    return out
 
 
 def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1) -> dict:
@@ -202,17 +222,15 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
     from jaxbones.train import inputs, pretrained, sharding
     from jaxbones.train.loop import abstract_train_step
 
-    config = pretrained.resolve_config(load_config(recipe, list(overrides)))
+    overrides = list(overrides)
+    if num_slices > 1 and not any(o.startswith("--config.mesh.dcn_") for o in overrides):
+        overrides.append(f"--config.mesh.dcn_data={num_slices}")
+    config = pretrained.resolve_config(load_config(recipe, overrides))
     topo = parse_topology(topology)
     devices = topology_devices(topo, num_slices)
-    mesh = sharding.make_mesh(devices)
+    mesh = sharding.make_mesh(config.mesh, devices)
     n = mesh.size
-    accum = max(config.accum_steps, 1)
-    if config.global_batch_size % (n * accum):
-        raise ValueError(
-            f"global_batch_size={config.global_batch_size} with accum_steps={accum} does not "
-            f"split over {n} devices: set --config.global_batch_size to a multiple of {n * accum}"
-        )
+    sharding.check_batch_size(config.global_batch_size, config.accum_steps, mesh)
     num_steps = config.num_steps if config.num_steps > 0 else 1
     t0 = time.perf_counter()
     train_step, state = abstract_train_step(config, mesh, num_classes_of(config), 3, num_steps)
@@ -246,7 +264,7 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
         "topology": topology + (f" x{num_slices}" if num_slices > 1 else ""),
         "device_kind": kind,
         "devices": n,
-        "mesh": _mesh_label(mesh, config.sharding),
+        "mesh": _mesh_label(mesh, config.mesh),
         "global_batch_size": config.global_batch_size,
         "argument_bytes": mem.argument_size_in_bytes,
         "output_bytes": mem.output_size_in_bytes,
@@ -327,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--recipe", required=True, help="a module of experiments/ (mae_pretrain)")
     p.add_argument("--topology", required=True, help="v4-256, v5e-16, v4:2x2x4 or cpu:8")
     p.add_argument("--num_slices", type=int, default=1)
+    p.add_argument("--mesh", default="", help="config.mesh sizes: data=1,fsdp=-1,tensor=4")
     p.add_argument("--write", action="store_true", help="put the row into README.md's table")
     p.add_argument("--markdown", action="store_true", help="print the README table row")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
@@ -339,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
         n = int(args.topology[4:]) * args.num_slices
         flag = f"--xla_force_host_platform_device_count={n}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+    overrides = mesh_overrides(args.mesh) + overrides
     result = compile_recipe(args.recipe, args.topology, overrides, args.num_slices)
     print(format_report(result), flush=True)
     if args.markdown or args.write:

@@ -64,7 +64,7 @@ def test_script_on_fake_cpu_devices(capsys):
     assert r["devices"] == 8 and r["mesh"].startswith("data=8") and r["fits"] is None
     # data parallel: every device holds the whole state and 2 of the 16 images
     config = pretrained.resolve_config(aot.load_config("vit_imagenet", TINY))
-    mesh = sharding.make_mesh(jax.devices()[:8])
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:8])
     _, state = abstract_train_step(config, mesh, 10)
     leaves = jax.tree_util.tree_leaves(state)
     state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
@@ -77,6 +77,15 @@ def test_script_on_fake_cpu_devices(capsys):
     text = aot.write_row("intro\n", row)
     assert aot.START in text and text.count(row) == 1
     assert aot.write_row(text, row) == text  # the same key replaces its row
+
+
+def test_fsdp_mesh_over_two_slices_on_fake_cpu_devices():
+    # 2 slices of 4 fake devices, FSDP within each: data 2 (the slices) x fsdp 4
+    argv = ["--recipe", "vit_imagenet", "--topology", "cpu:4", "--num_slices", "2"]
+    # the tiny model's matrices are below the default fsdp_min_size (2**14 elements)
+    r = aot.main([*argv, "--mesh", "data=1,fsdp=-1", "--config.fsdp_min_size=1024", *TINY])
+    assert r["mesh"] == "data=2,fsdp=4,tensor=1 (dcn_data=2)" and r["devices"] == 8
+    assert r["collectives"]["all-gather"] >= 1  # parameters gathered before use
 
 
 def test_tpu_topology_compile():

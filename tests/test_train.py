@@ -55,7 +55,7 @@ def _batches(n, b=32, s=8, seed=0):
 def _train(cfg, devices, batches, model=None):
     chex.clear_trace_counter()  # each call builds a fresh step function
     model = model or TinyNet()
-    mesh = sharding.make_mesh(devices)
+    mesh = sharding.make_mesh(cfg.mesh, devices)
     task = get_task("classification")
     init = lambda r: model.init(r, jnp.zeros((1, 8, 8, 3)))
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -65,7 +65,7 @@ def _train(cfg, devices, batches, model=None):
         return create_state(init(r), tx, jax.random.PRNGKey(1), cfg.ema_decay > 0)
 
     sh = sharding.state_shardings(
-        jax.eval_shape(init_state, jax.random.PRNGKey(0)), mesh, cfg.sharding, cfg.fsdp_min_size
+        jax.eval_shape(init_state, jax.random.PRNGKey(0)), mesh, (), cfg.fsdp_min_size
     )
     state = jax.jit(init_state, out_shardings=sh)(jax.random.PRNGKey(0))
     fn = chex.assert_max_traces(make_train_step(task, model, tx, sched, cfg, mesh), n=1)
@@ -86,9 +86,11 @@ def test_one_vs_eight_devices_data_parallel_and_fsdp():
     batches = _batches(1) * 3  # the same batch: the loss must fall
     s1, l1, _ = _train(_cfg(), jax.devices()[:1], batches)
     _s8, l8, _ = _train(_cfg(), jax.devices(), batches)
-    sf, lf, shf = _train(_cfg(sharding="fsdp", fsdp_min_size=0), jax.devices(), batches)
+    fsdp = _cfg(fsdp_min_size=0)
+    fsdp.mesh.update(data=1, fsdp=-1)
+    sf, lf, shf = _train(fsdp, jax.devices(), batches)
     # FSDP really shards: fc1 kernel [192, 64] is split over 8 devices on its larger axis.
-    assert shf.params["fc1"]["kernel"].spec == jax.sharding.PartitionSpec("data", None)
+    assert shf.params["fc1"]["kernel"].spec == jax.sharding.PartitionSpec("fsdp", None)
     assert len(sf.params["fc1"]["kernel"].addressable_shards[0].data) == 192 // 8
     np.testing.assert_allclose(l1, l8, rtol=1e-5)
     np.testing.assert_allclose(l1, lf, rtol=1e-5)

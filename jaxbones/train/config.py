@@ -19,7 +19,9 @@ Attributes of the config (the important ones):
     pretrained tag's values, else the registry entry's (``jaxbones.data.settings``).
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
   num_steps or num_epochs, optimizer.*, ema_decay, label_smoothing: the optimisation.
-  sharding ('data' | 'fsdp'), dtype (compute dtype), accum_steps: the step.
+  mesh (data, fsdp, tensor within a slice; dcn_data, dcn_fsdp across slices; -1: what the
+    devices leave), fsdp_min_size, dtype (compute dtype), accum_steps: the step
+    (``jaxbones.train.sharding``).
   evals: named evaluators run during / after training (``jaxbones.train.evaluators``).
   workdir, log_every, ckpt_every, preemption_check_every, keep_ckpts, best_metric,
     init_from, init_fresh: the run.
@@ -122,8 +124,14 @@ def default_config() -> ml_collections.ConfigDict:
     d.pre_nms_top_k = 1000
     d.max_detections = 100
     # Step.
-    c.sharding = "data"  # data | fsdp
-    c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated under fsdp
+    # The device mesh (jaxbones.train.sharding): batches split over data x fsdp, parameters
+    # over fsdp (largest divisible dimension) and tensor (where the model family's partition
+    # rules name one); the product of all sizes is the device count, one ICI size may be -1.
+    # FSDP over every device: --config.mesh.data=1 --config.mesh.fsdp=-1
+    c.mesh = ml_collections.ConfigDict(
+        {"data": -1, "fsdp": 1, "tensor": 1, "dcn_data": 1, "dcn_fsdp": 1}
+    )
+    c.fsdp_min_size = 2**14  # arrays smaller than this stay replicated over fsdp
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.max_bad_steps = 10  # non-finite steps skipped before the run stops
     c.seed = 0
@@ -156,6 +164,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 OPEN_GROUPS = ("model_kwargs", "augment", "evals")
+# keys of earlier configs -> what replaced them
+RENAMED = {
+    "sharding": "the mesh sizes replace it; FSDP over every device is --config.mesh.data=1 "
+    "--config.mesh.fsdp=-1 (data parallel, the default: --config.mesh.data=-1)",
+}
 
 
 def _suggest(key: str, options) -> str:
@@ -198,6 +211,8 @@ def set_key(config: ml_collections.ConfigDict, dotted: str, value: str) -> None:
                 node[part] = _parse(value, None)
             return
         if part not in keys:
+            if i == 0 and part in RENAMED:
+                raise ValueError(f"config.{part} is gone: {RENAMED[part]}")
             where = ".".join(["config", *parts[:i]])
             raise ValueError(
                 f"unknown config key {'.'.join(parts[: i + 1])!r} in {where}: "

@@ -3,7 +3,7 @@
 ``clip_loss(image_features, text_features, logit_scale)``: logits = scale * I @ T.T over the
 whole batch; the loss is the mean of the image->text and text->image cross-entropies with the
 diagonal as targets (open_clip ``ClipLoss``). Under ``jit`` with the features sharded over a
-mesh's 'data' axis, the [N, N] similarity matrix covers the *global* batch: XLA all-gathers the
+mesh's batch axes ('data', 'fsdp'), the [N, N] similarity matrix covers the *global* batch: XLA all-gathers the
 operands, exactly as open_clip's ``gather_features`` does across ranks.
 
 ``clip_loss_local(mesh)``: the same value with open_clip's ``local_loss=True`` layout under
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from jaxbones.train.sharding import AXIS
+from jaxbones.train.sharding import BATCH_AXES
 
 
 def _xent_diag(logits, offset=0):
@@ -53,7 +53,7 @@ def clip_loss(image_features, text_features, logit_scale, logit_bias=None):
     return (_xent_diag(per_image) + _xent_diag(per_text)) / 2
 
 
-def clip_loss_local(mesh, axis: str = AXIS):
+def clip_loss_local(mesh, axis: str | tuple[str, ...] = BATCH_AXES):
     """``(image_features, text_features, logit_scale) -> loss`` computed per device with
     ``shard_map`` (open_clip ``local_loss=True``); equal to ``clip_loss`` on the global batch
     when the batch is split evenly over ``axis``."""

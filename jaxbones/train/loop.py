@@ -169,14 +169,14 @@ def _split_data(config, data: _Inputs, split: str):
     return inputs.make_eval_iterable(config, split)
 
 
-def _log_topology(logger, config, data: _Inputs) -> None:
+def _log_topology(logger, config, data: _Inputs, mesh) -> None:
     n_dev, n_proc = jax.device_count(), jax.process_count()
     gbs = config.global_batch_size
     logger.info(
         f"topology: {n_proc} process(es), {n_dev} device(s) ({jax.devices()[0].device_kind}), "
         f"{jax.local_device_count()} local; global batch {gbs} = {gbs // n_proc}/process = "
-        f"{gbs // n_dev}/device, accum_steps {config.accum_steps}; {data.num_steps} steps "
-        f"({data.steps_per_epoch}/epoch), sharding {config.sharding}"
+        f"{gbs // sharding.batch_size_of(mesh)}/batch shard (data x fsdp), accum_steps {config.accum_steps}; {data.num_steps} steps "
+        f"({data.steps_per_epoch}/epoch), mesh {dict(mesh.shape)}"
     )
 
 
@@ -204,7 +204,9 @@ def _plan_state(config, task, model, data: _Inputs, mesh):
         return create_state(init_vars(r), tx, state_rng, config.ema_decay > 0)
 
     abstract_state = jax.eval_shape(init_fn, init_rng)
-    state_sh = sharding.state_shardings(abstract_state, mesh, config.sharding, config.fsdp_min_size)
+    state_sh = sharding.state_shardings(
+        abstract_state, mesh, get_entry(config.model).partition_rules, config.fsdp_min_size
+    )
     setup = _Setup(None, state_sh, abstract_state, abstract_params, tx, schedule)
     return setup, init_fn, init_rng, groups
 
@@ -417,14 +419,14 @@ def run(config, train_iter=None, eval_iter=None) -> RunResult:
     settings = pretrained.data_settings(config)
     config = pretrained.resolve_config(config)
     task = get_task(config.task)
-    sharding.check_batch_size(config.global_batch_size, config.accum_steps)
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(config.global_batch_size, config.accum_steps, mesh)
     data = _inputs(config, train_iter, eval_iter)
     main = jax.process_index() == 0
     logger = MetricLogger(
         config.workdir if main else "", data.num_steps, enabled=main, progress=config.progress
     )
-    _log_topology(logger, config, data)
+    _log_topology(logger, config, data, mesh)
     logger.info(pretrained.format_settings(settings))
     model = task.build_model(config, data.num_classes, data.channels)
     setup = _init_state(config, task, model, data, mesh, logger)

@@ -8,7 +8,7 @@ draws the same numbers), bad_steps (non-finite steps skipped so far).
 ``make_train_step(task, model, tx, schedule, config, mesh)`` returns the pure function
 ``(state, batch) -> (state, metrics)``: gradient accumulation as a ``lax.scan`` over
 ``config.accum_steps`` micro-batches (example i goes to micro-batch i % k, so every
-micro-batch stays spread over all devices), an update that is skipped when the loss or the
+micro-batch stays spread over all batch shards), an update that is skipped when the loss or the
 gradient norm is not finite, and an EMA of the parameters. ``make_eval_step`` returns
 ``(state, batch) -> sums``.
 """
@@ -22,7 +22,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxbones.train.sharding import AXIS
+from jaxbones.train.sharding import BATCH_AXES
 
 
 @flax.struct.dataclass
@@ -76,7 +76,7 @@ def make_train_step(task, model, tx, schedule, config, mesh):
             # [B, ...] -> [k, B/k, ...] with micro-batch j = examples j, j+k, ...
             def split(x):
                 x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
-                spec = P(None, AXIS, *([None] * (x.ndim - 2)))
+                spec = P(None, BATCH_AXES, *([None] * (x.ndim - 2)))
                 return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
             micro = jax.tree_util.tree_map(split, batch)
