@@ -401,6 +401,13 @@ def test_clip_loss_equals_open_clip_and_is_the_same_sharded_over_8_devices():
         [float(clip_loss(img[i : i + 4], txt[i : i + 4], scale)) for i in range(0, 32, 4)]
     )
     assert abs(per_dev - one) > 0.1
+    # on a data x fsdp x tensor mesh the batch splits over data x fsdp and 'tensor' repeats it
+    mesh3 = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    sh3 = NamedSharding(mesh3, P(("data", "fsdp")))
+    loc3 = jax.jit(clip_loss_local(mesh3))(
+        jax.device_put(img, sh3), jax.device_put(txt, sh3), scale
+    )
+    np.testing.assert_allclose(float(loc3), one, rtol=1e-6)
 
 
 def test_tiny_clip_trains_with_the_training_system_on_8_devices():

@@ -37,6 +37,7 @@ from jaxbones.layers.conv import conv2d
 from jaxbones.layers.drop import drop_path_rates
 from jaxbones.layers.norm import BatchNorm, LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
+from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pool import avg_pool2d
 from jaxbones.layers.stack import block_stack
@@ -554,7 +555,9 @@ for _name, (_cfg, _dim, _layers, _width, _patch, _text) in _VARIANTS.items():
         crop_pct=1.0,  # open_clip eval: resize shortest side to 224, centre crop 224
         reference=f"open_clip.{_cfg}",
         min_size=32 if _patch is None else _patch,
+        # both towers' transformer blocks (a ResNet image tower stays data / FSDP only)
         param_groups=PARAM_GROUPS,
+        partition_rules=TRANSFORMER_RULES,
     )
 
 __all__ = [

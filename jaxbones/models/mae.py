@@ -35,6 +35,7 @@ from jaxbones.layers.drop import drop_path_rates
 from jaxbones.layers.mlp import dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
+from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.pos_embed import sincos_2d_table
 from jaxbones.layers.stack import block_stack
@@ -341,6 +342,7 @@ for _name, _patch, (_dim, _depth, _heads) in _MAE:
         reference="facebookresearch/mae models_mae (transformers.ViTMAEForPreTraining)",
         min_size=_patch,
         param_groups=PARAM_GROUPS,
+        partition_rules=TRANSFORMER_RULES,  # encoder and decoder blocks
     )
 
 

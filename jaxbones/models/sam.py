@@ -45,6 +45,7 @@ from jaxbones.layers.conv import conv2d
 from jaxbones.layers.mlp import Mlp
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups
+from jaxbones.layers.partitioning import attention_rules, mlp_rules
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import block_stack
 from jaxbones.layers.upsample import ConvTranspose2d, resize_to
@@ -846,6 +847,11 @@ class Sam(nn.Module):
 
 # the image encoder's absolute position embedding; scanned runs of blocks are scan_{i}
 PARAM_GROUPS = ParamGroups(no_decay=("pos_embed",), stacks=(r"scan_\d+",))
+# tensor parallelism in the image encoder, where the compute is; the prompt encoder and the
+# small two-way mask decoder stay data / FSDP only
+PARTITION_RULES = attention_rules(r"image_encoder/(.+/)?attn") + mlp_rules(
+    r"image_encoder/(.+/)?mlp"
+)
 # segment_anything/build_sam.py: (embed_dim, depth, heads, global_attn_indexes)
 _SIZES = {
     "b": (768, 12, 12, (2, 5, 8, 11)),
@@ -871,6 +877,7 @@ for _s, (_d, _n, _h, _g) in _SIZES.items():
         reference=f"segment_anything.sam_model_registry.vit_{_s}",
         min_size=16,
         param_groups=PARAM_GROUPS,
+        partition_rules=PARTITION_RULES,
     )
 
 

@@ -40,6 +40,7 @@ from jaxbones.layers import (
     global_pool,
 )
 from jaxbones.layers.param_groups import ParamGroups, staged_layer_ids
+from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.models._pretrained import timm_hub
 from jaxbones.registry import register_model, register_pretrained
 
@@ -503,6 +504,7 @@ def _reg(name, img_size, window, embed_dim, depths, heads):
         reference=f"timm.models.{name}",
         min_size=img_size,
         param_groups=PARAM_GROUPS,
+        partition_rules=TRANSFORMER_RULES,
     )
 
 

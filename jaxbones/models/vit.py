@@ -24,6 +24,7 @@ from jaxbones.layers.drop import drop_path, drop_path_rates
 from jaxbones.layers.mlp import Mlp, dense_init
 from jaxbones.layers.norm import LayerNorm
 from jaxbones.layers.param_groups import ParamGroups, transformer_layer_ids
+from jaxbones.layers.partitioning import TRANSFORMER_RULES
 from jaxbones.layers.patch_embed import PatchEmbed
 from jaxbones.layers.stack import block_stack
 from jaxbones.models._pretrained import timm_hub
@@ -353,6 +354,7 @@ for _name, _size, _patch, _img, _extra in _VARIANTS:
         reference=f"timm.models.vision_transformer.{_name}",
         min_size=_patch,
         param_groups=PARAM_GROUPS,
+        partition_rules=TRANSFORMER_RULES,
     )
 
 __all__ = ["Block", "VisionTransformer"]

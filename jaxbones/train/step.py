@@ -68,7 +68,14 @@ def make_train_step(task, model, tx, schedule, config, mesh):
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+    batch_sh = NamedSharding(mesh, P(BATCH_AXES))
+
     def train_step(state: TrainState, batch):
+        # examples split over the batch axes whatever the caller's input sharding (an AOT
+        # lowering from abstract shapes); every device of a 'tensor' group sees the same ones
+        batch = jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, batch_sh) if x.ndim else x, batch
+        )
         rng = jax.random.fold_in(state.rng, state.step)
         if accum == 1:
             (loss, (metrics, bs)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
