@@ -28,7 +28,8 @@ DCN part of the mesh: ``config.mesh.dcn_data`` = k unless the overrides set dcn 
 
 ``--write`` puts the result as a row into README.md's table between
 ``<!-- aot:start -->`` / ``<!-- aot:end -->`` (a row of the same recipe, overrides, model,
-topology and mesh is replaced). The total is the arguments, the outputs that do not reuse a
+topology and mesh is replaced); ``--save FILE`` appends the measurements as a JSON line and
+``--write_saved FILE`` writes the rows of such a file (compiles run in parallel processes). The total is the arguments, the outputs that do not reuse a
 donated argument, the temporaries and the code; the runtime keeps a little HBM for itself,
 so a total just under the HBM may still fail on a chip.
 """
@@ -342,18 +343,29 @@ def write_row(text: str, row: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--recipe", required=True, help="a module of experiments/ (mae_pretrain)")
-    p.add_argument("--topology", required=True, help="v4-256, v5e-16, v4:2x2x4 or cpu:8")
+    p.add_argument("--recipe", help="a module of experiments/ (mae_pretrain)")
+    p.add_argument("--topology", help="v4-256, v5e-16, v4:2x2x4 or cpu:8")
     p.add_argument("--num_slices", type=int, default=1)
     p.add_argument("--mesh", default="", help="config.mesh sizes: data=1,fsdp=-1,tensor=4")
     p.add_argument("--write", action="store_true", help="put the row into README.md's table")
     p.add_argument("--markdown", action="store_true", help="print the README table row")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
     p.add_argument("--save", default="", help="append the measurements as a JSON line here")
+    p.add_argument(
+        "--write_saved", default="", help="write the README rows of a --save file; no compile"
+    )
     args, overrides = p.parse_known_args(argv)
     bad = [a for a in overrides if not a.startswith("--config.")]
     if bad:
         p.error(f"unknown arguments {bad}: config overrides are --config.key=value")
+    if args.write_saved:
+        text = README.read_text()
+        for line in pathlib.Path(args.write_saved).read_text().splitlines():
+            text = write_row(text, markdown_row(json.loads(line)))
+        README.write_text(text)
+        return {}
+    if not (args.recipe and args.topology):
+        p.error("--recipe and --topology are required (or --write_saved FILE)")
     if args.topology.startswith("cpu:") and "jax" not in sys.modules:
         n = int(args.topology[4:]) * args.num_slices
         flag = f"--xla_force_host_platform_device_count={n}"
