@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import pathlib
 import re
@@ -71,21 +72,14 @@ def chip_shape(chips: int, three_d: bool) -> tuple[int, ...]:
     if chips < 1 or chips & (chips - 1):
         raise ValueError(f"a TPU slice has a power-of-two number of chips, not {chips}")
     shape = [1, 1, 1] if three_d else [1, 1]
-    while int(_prod(shape)) < chips:
-        if int(_prod(shape)) < 4:  # the smallest host: 2x2(x1)
+    while math.prod(shape) < chips:
+        if math.prod(shape) < 4:  # the smallest host: 2x2(x1)
             shape[0 if shape[0] == 1 else 1] *= 2
             continue
         smallest = min(shape)
         i = max(j for j, d in enumerate(shape) if d == smallest)
         shape[i] *= 2
     return tuple(shape)
-
-
-def _prod(xs):
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 def parse_topology(name: str) -> dict:
@@ -111,7 +105,7 @@ def parse_topology(name: str) -> dict:
     return {
         "platform": "tpu",
         "name": lib_name,
-        "chips": int(_prod(shape)),
+        "chips": math.prod(shape),
         "chip_config": config,
         "shape": shape,
     }
