@@ -236,12 +236,37 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
     }
     lowered = train_step.lower(state, batch)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
+    kind = devices[0].device_kind
+    hbm = hbm_bytes(kind) if topo["platform"] == "tpu" else None
+    result = {
+        "recipe": recipe,
+        "overrides": [o for o in overrides if not o.startswith("--config.model=")],
+        "model": config.model,
+        "topology": topology + (f" x{num_slices}" if num_slices > 1 else ""),
+        "device_kind": kind,
+        "devices": n,
+        "mesh": _mesh_label(mesh, config.mesh),
+        "global_batch_size": config.global_batch_size,
+        "hbm_bytes": hbm,
+        "lower_seconds": t1 - t0,
+    }
+    try:
+        compiled = lowered.compile()
+    except Exception as e:
+        # the TPU compiler refuses a program whose temporaries exceed the usable HBM
+        oom = re.search(r"temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)", str(e))
+        if oom is None:
+            raise
+        return {
+            **result,
+            "compile_oom": oom.group(0),
+            "temp_bytes": int(float(oom.group(1)) * 2**30),
+            "fits": False,
+            "compile_seconds": time.perf_counter() - t1,
+        }
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    kind = devices[0].device_kind
     # everything the program holds at once at most: its arguments, the outputs that do not
     # reuse a donated argument, its temporaries and its code
     total = (
@@ -251,16 +276,8 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
         + mem.temp_size_in_bytes
         + mem.generated_code_size_in_bytes
     )
-    hbm = hbm_bytes(kind) if topo["platform"] == "tpu" else None
     return {
-        "recipe": recipe,
-        "overrides": [o for o in overrides if not o.startswith("--config.model=")],
-        "model": config.model,
-        "topology": topology + (f" x{num_slices}" if num_slices > 1 else ""),
-        "device_kind": kind,
-        "devices": n,
-        "mesh": _mesh_label(mesh, config.mesh),
-        "global_batch_size": config.global_batch_size,
+        **result,
         "argument_bytes": mem.argument_size_in_bytes,
         "output_bytes": mem.output_size_in_bytes,
         "alias_bytes": mem.alias_size_in_bytes,
@@ -268,12 +285,10 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
         "code_bytes": mem.generated_code_size_in_bytes,
         "total_bytes": int(total),
         "peak_bytes": int(getattr(mem, "peak_memory_in_bytes", 0)),
-        "hbm_bytes": hbm,
         "fits": None if hbm is None else bool(total <= hbm),
         "flops_per_chip": float(cost.get("flops", 0.0)) if cost else None,
         "collectives": count_collectives(compiled.as_text()),
-        "lower_seconds": t1 - t0,
-        "compile_seconds": t2 - t1,
+        "compile_seconds": time.perf_counter() - t1,
     }
 
 
@@ -282,6 +297,13 @@ def _gib(x) -> str:
 
 
 def format_report(r: dict) -> str:
+    if "compile_oom" in r:
+        return (
+            f"recipe {r['recipe']} ({r['model']}), global batch {r['global_batch_size']}\n"
+            f"topology {r['topology']}: {r['devices']} x {r['device_kind']}, mesh {r['mesh']}\n"
+            f"DOES NOT FIT: the TPU compiler stopped: {r['compile_oom']}\n"
+            f"lowered in {r['lower_seconds']:.1f} s, compiled in {r['compile_seconds']:.1f} s"
+        )
     c = r["collectives"]
     flops = r["flops_per_chip"]
     lines = [
@@ -308,11 +330,15 @@ def format_report(r: dict) -> str:
 
 
 def markdown_row(r: dict) -> str:
-    c = r["collectives"]
     fits = {True: "yes", False: "**no**", None: "-"}[r["fits"]]
-    mem = f"{_gib(r['argument_bytes'])} / {_gib(r['temp_bytes'])} / {_gib(r['total_bytes'])}"
-    flops = "-" if not r["flops_per_chip"] else f"{r['flops_per_chip'] / 1e12:.3g}"
-    counts = "/".join(str(c[k]) for k in COLLECTIVES)
+    if "compile_oom" in r:  # the compiler stopped: only the temporaries are known
+        mem, flops, counts = f"- / {_gib(r['temp_bytes'])} / -", "-", "-"
+        fits += " (compile-time HBM OOM)"
+    else:
+        c = r["collectives"]
+        mem = f"{_gib(r['argument_bytes'])} / {_gib(r['temp_bytes'])} / {_gib(r['total_bytes'])}"
+        flops = "-" if not r["flops_per_chip"] else f"{r['flops_per_chip'] / 1e12:.3g}"
+        counts = "/".join(str(c[k]) for k in COLLECTIVES)
     overrides = " ".join(o.removeprefix("--config.") for o in r["overrides"]) or "-"
     return (
         f"| {r['recipe']} | {overrides} | {r['model']} | {r['topology']} | {r['mesh']} | {mem} | "
