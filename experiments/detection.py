@@ -15,6 +15,8 @@ Command:   python -m experiments.detection
                --config.data_dir=$TFDS_DATA_DIR
 Hardware:  digits_det: any CPU (measured on 2 cores shared with other jobs); no download
            (the digits ship with scikit-learn; the tfds dataset is built on first use).
+Fits:      v4-8, the smallest v4 slice (4 chips): 0.19 GiB of 32 GiB per chip at batch 16
+           (measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      digits_det at the defaults (300 steps): 23 min wall, 5.1 min of CPU time, on 2
            cores shared with other jobs (load average ~11; train step compile 177 s wall,
            7.4 GFLOPs/step).

@@ -12,6 +12,8 @@ Command:   python -m experiments.unet_segmentation
                --config.data_dir=$TFDS_DATA_DIR
 Hardware:  digits_seg: any CPU (measured on 2 cores shared with other jobs); no download
            (the digits ship with scikit-learn; the tfds dataset is built on first use).
+Fits:      v4-8, the smallest v4 slice (4 chips): 0.02 GiB of 32 GiB per chip at batch 64
+           (measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      digits_seg at the defaults (300 steps): 6 min wall, 3 min of CPU time, on 2 cores
            shared with other jobs (train step compile 25 s, 8.4 GFLOPs/step).
 Result:    digits_seg at the defaults: test mean IoU 0.975 over the 11 classes (background

@@ -2,6 +2,7 @@
 
 ``peak_flops(device_kind, dtype)``: dense peak per device and compute dtype (vendor data
 sheets) or None (CPU); the training loop's MFU and ``scripts/benchmark.py`` both use it.
+``hbm_bytes(device_kind)``: memory per TPU chip (Cloud TPU data sheets) or None.
 ``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
 This module imports nothing, so benchmarks run on hosts without the training extras.
 """
@@ -40,6 +41,28 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
     for k, dt in sorted(PEAK_FLOPS, key=lambda kd: -len(kd[0])):
         if k.lower() in kind and dt == dtype:
             return PEAK_FLOPS[(k, dt)]
+    return None
+
+
+# High-bandwidth memory per TPU chip in bytes (Cloud TPU data sheets), matched like PEAK_FLOPS. The
+# runtime keeps a little of it for itself, so a program needs some margin below this.
+HBM_BYTES = {
+    "TPU v4": 32 * 2**30,
+    "TPU v5 lite": 16 * 2**30,
+    "TPU v5e": 16 * 2**30,
+    "TPU v5": 95 * 2**30,
+    "TPU v5p": 95 * 2**30,
+    "TPU v6 lite": 32 * 2**30,
+    "TPU v6e": 32 * 2**30,
+}
+
+
+def hbm_bytes(device_kind: str) -> int | None:
+    """Memory per chip of ``device_kind`` in bytes; None when unknown (CPU)."""
+    kind = device_kind.lower()
+    for k in sorted(HBM_BYTES, key=lambda k: -len(k)):
+        if k.lower() in kind:
+            return HBM_BYTES[k]
     return None
 
 

@@ -10,7 +10,8 @@ whose labels come from a fixed random linear map (learnable; for tests and bench
 normalisation and the eval resize come from ``jaxbones.train.pretrained.data_settings``
 (the run's values, else the pretrained tag's, else the registry entry's);
 ``register_in_memory_dataset(name, make)`` lets a recipe provide a dataset of its own under
-``config.dataset`` (``make(config)`` returns the same triple).
+``config.dataset`` (``make(config)`` returns the same triple). ``batch_shapes(config)``: the
+shapes and dtypes of one global train batch of the config's task, without reading data.
 """
 
 from __future__ import annotations
@@ -102,6 +103,34 @@ def synthetic(
 
 
 IN_MEMORY_DATASETS: dict = {}
+
+
+def batch_shapes(config, channels: int = 3) -> dict:
+    """``{key: jax.ShapeDtypeStruct}`` of one global train batch of ``config`` (resolved:
+    ``image_size`` set), as ``jaxbones.data.make_train_iterator`` and the in-memory datasets
+    yield it for the task: image float32 [B, S, S, C] always; classification (and its
+    variants) label int32 [B]; segmentation mask int32 [B, S, S]; detection boxes float32
+    [B, M, 4], labels int32 [B, M], box_valid bool [B, M] (M = ``detection.max_boxes``);
+    clip text int32 [B, context_length]."""
+    from jaxbones.train.tasks import Classification, get_task
+
+    b, s = config.global_batch_size, config.image_size
+    out = {"image": ((b, s, s, channels), np.float32)}
+    if isinstance(get_task(config.task), Classification):
+        out["label"] = ((b,), np.int32)
+    elif config.task == "segmentation":
+        out["mask"] = ((b, s, s), np.int32)
+    elif config.task == "detection":
+        m = config.detection.max_boxes
+        out.update(boxes=((b, m, 4), np.float32), labels=((b, m), np.int32))
+        out["box_valid"] = ((b, m), np.bool_)
+    elif config.task == "clip":
+        from jaxbones.text.tokenizer import CONTEXT_LENGTH
+
+        out["text"] = ((b, CONTEXT_LENGTH), np.int32)
+    elif config.task != "mae":
+        raise ValueError(f"no batch layout known for task {config.task!r}")
+    return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in out.items()}
 
 
 def register_in_memory_dataset(name: str, make) -> None:

@@ -190,16 +190,15 @@ class _Setup:
     schedule: Any
 
 
-def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
-    """The optimiser (its parameter-group table logged) and the state, initialised straight
-    into its shardings."""
+def _plan_state(config, task, model, data: _Inputs, mesh):
+    """(setup without a state, init function, init key, parameter groups): the optimiser and
+    the abstract state with its shardings, computed without touching device memory."""
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     init_vars = functools.partial(task.init, model, config, channels=data.channels)
     abstract_params = jax.eval_shape(init_vars, init_rng)["params"]
     tx, schedule, groups = build_optimizer(
         config, task, abstract_params, data.num_steps, data.steps_per_epoch
     )
-    logger.info(optim.format_groups(groups, optim_peak(schedule, data.num_steps)))
 
     def init_fn(r):
         return create_state(init_vars(r), tx, state_rng, config.ema_decay > 0)
@@ -208,11 +207,22 @@ def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
     state_sh = sharding.state_shardings(
         abstract_state, mesh, get_entry(config.model).partition_rules, config.fsdp_min_size
     )
+    setup = _Setup(None, state_sh, abstract_state, abstract_params, tx, schedule)
+    return setup, init_fn, init_rng, groups
+
+
+def _init_state(config, task, model, data: _Inputs, mesh, logger) -> _Setup:
+    """The optimiser (its parameter-group table logged) and the state, initialised straight
+    into its shardings."""
+    setup, init_fn, init_rng, groups = _plan_state(config, task, model, data, mesh)
+    logger.info(optim.format_groups(groups, optim_peak(setup.schedule, data.num_steps)))
     # the init runs once: on CPU XLA's backend passes cost minutes of compile time and change
     # the values only by float rounding (an ulp in a few percent of the weights)
     options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-    state = jax.jit(init_fn, out_shardings=state_sh, compiler_options=options)(init_rng)
-    return _Setup(state, state_sh, abstract_state, abstract_params, tx, schedule)
+    setup.state = jax.jit(init_fn, out_shardings=setup.shardings, compiler_options=options)(
+        init_rng
+    )
+    return setup
 
 
 def _restore_or_init_from(config, task, data: _Inputs, setup: _Setup, ckpt, logger):
@@ -277,6 +287,26 @@ def _step_functions(config, task, model, setup: _Setup, mesh):
         make_eval_step(task, model, config), in_shardings=(setup.shardings, batch_sh)
     )
     return train_step, eval_step
+
+
+def abstract_train_step(config, mesh, num_classes: int, channels: int = 3, num_steps: int = 1):
+    """``(train_step, abstract_state)`` of ``config``'s run on ``mesh`` without data or device
+    memory: the same jitted, donated step and state shardings as ``run``, the state as
+    ``jax.ShapeDtypeStruct``s carrying their shardings. ``scripts/aot.py`` lowers and compiles
+    it for a TPU topology on a host without TPUs. ``num_steps`` only sets the learning-rate
+    schedule, which changes neither memory nor FLOPs."""
+    config = pretrained.resolve_config(config)
+    task = get_task(config.task)
+    model = task.build_model(config, num_classes, channels)
+    data = _Inputs(None, None, num_classes, channels, max(num_steps, 1), max(num_steps, 1))
+    setup, _, _, _ = _plan_state(config, task, model, data, mesh)
+    train_step, _ = _step_functions(config, task, model, setup, mesh)
+    abstract_state = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        setup.abstract_state,
+        setup.shardings,
+    )
+    return train_step, abstract_state
 
 
 def _compile(train_step, state, batch, logger, step):
