@@ -8,9 +8,10 @@ Hardware:  estimated for 8x H200 (the paper's global batch 4096 = 512 per chip, 
            effective batch in k smaller steps).
 Fits:      not compiled for the default MAE-B yet. Larger encoders, measured with scripts/aot.py
            (batch 4096, --config.model_kwargs.scan=True; README, 'Does a recipe fit a TPU pod?'),
-           data parallel: MAE-L fits v4-64 (29.67 GiB of 32 GiB per chip, 128 images per chip) and
-           v4-256 (10.95 GiB); MAE-H fits v4-256 (20.76 GiB, 32 per chip) but not v4-64 (the compiler
-           asks for 54.7 GiB of temporaries); MAE-H with --config.mesh.tensor=4 on v4-256: 23.20 GiB.
+           data parallel: MAE-L fits v4-64 (29.67 GiB of 32 GiB per chip, 128 images per chip)
+           and v4-256 (10.95 GiB); MAE-H fits v4-256 (20.76 GiB, 32 per chip) but not v4-64 (the
+           compiler asks for 54.7 GiB of temporaries); MAE-H with --config.mesh.tensor=4 on v4-256:
+           23.20 GiB.
 Time:      an estimate from FLOPs, nothing of MAE measured: ~8.6 h for the configured 800
            epochs on 8x H200 (~4.3 h per 400; the paper trains 800 (1600) epochs) =
            3 x 19.96 GFLOP per image (forward FLOPs at mask ratio 0.75 from the README model
