@@ -73,7 +73,7 @@ def _setup(config):
 
 def _train(config, setup, devices=None):
     """Losses of STEPS steps on ``config.mesh`` (or one device, ``devices``), the final
-    state and its shardings."""
+    state and the compiled step's HLO."""
     task, model, abstract, tx, schedule, host = setup
     mesh = sharding.make_mesh(config.mesh, devices)
     rules = get_entry(config.model).partition_rules
@@ -88,19 +88,20 @@ def _train(config, setup, devices=None):
     )
     losses = []
     batch = sharding.global_batch(_batch(config.image_size), mesh)
+    step = step.lower(state, batch).compile()
     for _ in range(STEPS):  # the same batch: a classifier's loss falls
         state, m = step(state, batch)
         losses.append(float(m["loss"]))
-    return losses, state, sh
+    return losses, state, step.as_text()
 
 
 def _same_curves(model, task, meshes, **kw):
-    """{mesh: (losses, final state)} for one device (mesh None) and ``meshes``; every curve
-    equals the one-device curve."""
+    """{mesh: (losses, final state, HLO)} for one device (mesh None) and ``meshes``; every
+    curve equals the one-device curve."""
     setup = _setup(_config(model, task, **kw))
-    runs = {None: _train(_config(model, task, **kw), setup, jax.devices()[:1])[:2]}
+    runs = {None: _train(_config(model, task, **kw), setup, jax.devices()[:1])}
     for mesh in meshes:
-        runs[mesh] = _train(_config(model, task, mesh, **kw), setup)[:2]
+        runs[mesh] = _train(_config(model, task, mesh, **kw), setup)
         print(model, mesh, runs[mesh][0])
         # float32 reduction order differs between layouts
         np.testing.assert_allclose(runs[mesh][0], runs[None][0], rtol=2e-5, err_msg=f"{mesh}")
@@ -115,6 +116,12 @@ def vit_runs():
 def test_vit_loss_curve_is_the_same_on_every_mesh(vit_runs):
     ref = vit_runs[None][0]
     assert ref[-1] < ref[0]
+    # the tensor split is real on data 1 x fsdp 4 x tensor 2: per device, the attention
+    # logits are [B/4, heads/2, L, L] and fc1's output [B/4 * L, hidden/2] (B 16, 4 heads,
+    # L 17 tokens, hidden 128), where a replicated layout would have all heads / units
+    hlo = vit_runs[(1, 4, 2)][2]
+    assert "f32[4,2,17,17]{3,2,1,0} dot(" in hlo
+    assert "f32[68,64]{1,0} dot(" in hlo and "f32[68,128]{1,0} dot(" not in hlo
 
 
 def test_scanned_mae_loss_curve_is_the_same_on_every_mesh():
@@ -249,3 +256,12 @@ def test_dcn_axes_are_the_major_part_and_bad_sizes_name_the_fix():
     sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
     with pytest.raises(ValueError, match="4 batch shards"):
         sharding.check_batch_size(6, 1, sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+
+
+def test_tensor_group_across_processes_names_the_fix(monkeypatch):
+    # 4 processes of 2 devices: a tensor group of 4 would join processes reading other examples
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    monkeypatch.setattr(jax, "local_device_count", lambda: 2)
+    with pytest.raises(ValueError, match="tensor to a divisor of 2"):
+        sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 2, "tensor": 4}))
+    sharding.check_batch_size(8, 1, sharding.make_mesh({"data": 4, "tensor": 2}))

@@ -1,11 +1,11 @@
 """The training system: sharded jit/optax loops, orbax checkpoints, logging, tasks.
 
-Modules: ``config`` (default_config, --config overrides), ``sharding`` (mesh, data/FSDP
-shardings, global batches), ``optim`` (optimisers, schedules, masks, layer decay),
-``step`` (TrainState, train/eval steps), ``tasks`` (classification, mae, linprobe,
-segmentation, clip), ``evaluators`` (``config.evals``), ``checkpoint`` (orbax), ``logger``
-(metrics, TensorBoard, plots, peak FLOPs), ``inputs`` (in-memory iterators), ``loop``
-(``run`` -> ``RunResult``).
+Modules: ``config`` (default_config, --config overrides), ``sharding`` (the named
+data/fsdp/tensor mesh, state shardings from the families' partition rules, global batches),
+``optim`` (optimisers, schedules, masks, layer decay), ``step`` (TrainState, train/eval
+steps), ``tasks`` (classification, mae, linprobe, segmentation, clip), ``evaluators``
+(``config.evals``), ``checkpoint`` (orbax), ``logger`` (metrics, TensorBoard, plots, peak
+FLOPs), ``inputs`` (in-memory iterators), ``loop`` (``run`` -> ``RunResult``).
 """
 
 from jaxbones.train import config, optim, sharding, tasks

@@ -8,7 +8,7 @@
   restore_latest(abstract_state): (state, data_state, step) from the newest checkpoint that
     restores; a corrupt or partial one is skipped with a warning. None if there is none.
   The state restores onto whatever shardings ``abstract_state`` carries (another device
-  count works: orbax reshards).
+  count or another ``config.mesh`` works: orbax reshards; tests/test_mesh.py).
 ``load_params(path, target_params, model, prefix, head, may_stay_fresh)``: params-only
   restore for fine-tuning; whatever stays at its initial value is allowed and named.
 ``restore_variables(path)``: a run's params and batch_stats (e.g. to export them).

@@ -145,7 +145,7 @@ def batch_size_of(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
-def fsdp_spec(shape, n: int, min_size: int, taken=()) -> int | None:
+def fsdp_dim(shape, n: int, min_size: int, taken=()) -> int | None:
     """The dimension FSDP splits over ``n`` devices: the largest divisible by ``n`` (ties:
     the last one) not in ``taken``; None if the array is smaller than ``min_size``."""
     if n == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
@@ -182,7 +182,7 @@ def param_spec(path: str, shape, mesh: Mesh, rules: PartitionRules, min_size: in
                 f"split over tensor={t}; choose --config.mesh.tensor dividing it"
             )
         spec[i] = axis
-    dim = fsdp_spec(shape, mesh.shape["fsdp"], min_size, [i for i, s in enumerate(spec) if s])
+    dim = fsdp_dim(shape, mesh.shape["fsdp"], min_size, [i for i, s in enumerate(spec) if s])
     if dim is not None:
         spec[dim] = "fsdp"
     return P(*spec)
@@ -211,7 +211,7 @@ def state_shardings(abstract_state, mesh: Mesh, rules: PartitionRules = (), min_
             hit = table.get("/".join(parts[i:]))
             if hit is not None and hit[0] == shape:
                 return hit[1]
-        dim = fsdp_spec(shape, mesh.shape["fsdp"], min_size)
+        dim = fsdp_dim(shape, mesh.shape["fsdp"], min_size)
         return P(*["fsdp" if i == dim else None for i in range(len(shape))])
 
     out = [NamedSharding(mesh, spec_of(k, x)) for k, x in leaves]
@@ -238,6 +238,15 @@ def check_batch_size(global_batch_size: int, accum_steps: int = 1, mesh: Mesh | 
         )
     if global_batch_size % n_proc:  # pragma: no cover - implied by the device check
         raise ValueError(f"global_batch_size must be a multiple of process_count={n_proc}")
+    n_local, tensor = jax.local_device_count(), mesh.shape["tensor"] if mesh is not None else 1
+    if n_proc > 1 and n_local % tensor:
+        # each process feeds its own examples: a tensor group, which shares its examples,
+        # must not span processes
+        raise ValueError(
+            f"config.mesh.tensor={tensor} does not divide the {n_local} devices of a process, "
+            f"so a tensor group would span processes that read different examples; set "
+            f"--config.mesh.tensor to a divisor of {n_local}"
+        )
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
