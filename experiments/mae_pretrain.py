@@ -6,11 +6,12 @@ Command:   python -m experiments.mae_pretrain --config.data_dir=$TFDS_DATA_DIR
 Hardware:  estimated for 8x H200 (the paper's global batch 4096 = 512 per chip, bf16; the
            memory at that batch is not measured: --config.accum_steps=k keeps the same
            effective batch in k smaller steps).
-Fits:      not compiled for the default MAE-B yet. Larger encoders, measured with scripts/aot.py
-           (batch 4096, data parallel, --config.model_kwargs.scan=True; README, 'Does a recipe fit a
-           TPU pod?'): MAE-L fits v4-64 (29.67 GiB of 32 GiB per chip, 128 images per chip); MAE-H
-           fits v4-256 (20.76 GiB, 32 per chip) but not v4-64 (the compiler asks for 54.7 GiB of
-           temporaries).
+Fits:      v4-8, the smallest v4 slice (4 chips): MAE-B at batch 4096 (1024 per chip), data
+           parallel, 29.34 GiB of 32 GiB per chip (the TPU compiler's usable 30.75 GiB leaves little
+           margin). Larger encoders (--config.model_kwargs.scan=True): MAE-L fits v4-64 (29.67 GiB)
+           and v4-256 (10.95 GiB); MAE-H fits v4-256 (20.76 GiB) but not v4-64 (the compiler asks
+           for 54.7 GiB of temporaries); MAE-H with --config.mesh.tensor=4 on v4-256: 23.20 GiB.
+           All measured with scripts/aot.py (README, 'Does a recipe fit a TPU pod?').
 Time:      an estimate from FLOPs, nothing of MAE measured: ~8.6 h for the configured 800
            epochs on 8x H200 (~4.3 h per 400; the paper trains 800 (1600) epochs) =
            3 x 19.96 GFLOP per image (forward FLOPs at mask ratio 0.75 from the README model

@@ -4,9 +4,9 @@ Command:   python -m experiments.vit_imagenet --config.data_dir=$TFDS_DATA_DIR
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16; FSDP optional:
            --config.mesh.data=1 --config.mesh.fsdp=-1). Measured: the train step at batch
            256 on one H200 uses 31.7 GB (BENCHMARKS.md), so 128 per chip fits.
-Fits:      v4-32 (16 chips): 7.45 GiB of 32 GiB per chip at batch 1024 (64 per chip), data
-           parallel (measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?'); smaller
-           slices are not compiled yet.
+Fits:      v4-8, the smallest v4 slice (4 chips): 26.11 GiB of 32 GiB per chip at batch 1024 (256
+           per chip), data parallel; v4-32: 7.45 GiB (measured with scripts/aot.py; README, 'Does a
+           recipe fit a TPU pod?').
 Time:      an estimate, not a measured run: ~5.7 h for 300 epochs on 8x H200 =
            300 x 1,281,167 = 384M images / (8 x 2,328 img/s) = 20,600 s. Measured: 2,328 img/s
            on one H200 for the jaxbones ViT-B/16 train step (bf16, batch 256, synthetic data;
