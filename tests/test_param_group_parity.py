@@ -5,7 +5,8 @@ the recipes cite:
   * ViT, ResNet, Swin: timm ``param_groups_layer_decay`` / ``param_groups_weight_decay``
     with the model's ``no_weight_decay()`` (``create_optimizer_v2``'s grouping);
   * MAE fine-tuning (a ViT with global pooling + fc_norm): MAE ``util/lr_decay.py``
-    ``param_groups_lrd`` (restated in ``mae_lrd``);
+    ``param_groups_lrd`` (restated in ``scripts/train_parity.py:mae_lrd_groups``, which the
+    training-curve comparison uses too);
   * MAE pretraining: MAE ``main_pretrain.py``, timm's ``add_weight_decay`` without a skip
     list: only 1-D parameters and biases are exempt, so ``cls_token`` and ``mask_token`` are
     decayed; the fixed sin-cos tables are not trained (``requires_grad=False``).
@@ -27,6 +28,7 @@ from jaxbones.convert import get_converter
 from jaxbones.registry import get_entry, init_shapes
 from jaxbones.train import config as config_lib
 from jaxbones.train import optim
+from scripts.train_parity import mae_lrd_groups
 
 LD = 0.65
 WD = 0.05
@@ -56,26 +58,6 @@ def torch_groups(model, groups) -> dict[str, tuple[bool, float]]:
     }
 
 
-def mae_lrd(model, no_weight_decay_list, layer_decay) -> dict[str, tuple[bool, float]]:
-    """MAE util/lr_decay.py: no decay for 1-D parameters and the listed names; layer id 0 for
-    cls_token, pos_embed and patch_embed, i + 1 for blocks.i, depth + 1 for the rest; scale
-    layer_decay ** (depth + 1 - id)."""
-    num_layers = len(model.blocks) + 1
-    out = {}
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if n in ("cls_token", "pos_embed") or n.startswith("patch_embed"):
-            lid = 0
-        elif n.startswith("blocks"):
-            lid = int(n.split(".")[1]) + 1
-        else:
-            lid = num_layers
-        decay = not (p.ndim == 1 or n in no_weight_decay_list)
-        out[n] = (decay, layer_decay ** (num_layers - lid))
-    return out
-
-
 def _assert_same(ours, ref, scale_ratio=None):
     """Same names, exemptions and scales (ours = ref x ``scale_ratio(name)``)."""
     assert sorted(ours) == sorted(ref)
@@ -103,7 +85,7 @@ def test_mae_finetune_vit_equals_mae_param_groups_lrd():
     kw = {"depth": 2, "global_pool": "avg", "fc_norm": True}
     ours = jaxbones_groups("vit_tiny_patch16_224", LD, **kw)
     model = timm.create_model("vit_tiny_patch16_224", **kw)
-    _assert_same(ours, mae_lrd(model, model.no_weight_decay(), LD))
+    _assert_same(ours, torch_groups(model, mae_lrd_groups(model, WD, LD)))
 
 
 def test_mae_pretrain_decay_equals_main_pretrain():
