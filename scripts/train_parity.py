@@ -152,6 +152,7 @@ def _run(name, setup, config, task, model, variables, batches, torch_model, opt,
          lr_at, clip, to_torch_sd, torch_sd, stats=None, fast=False):  # fmt: skip
     """Runs both sides; ``lr_at(t)`` sets the torch groups' lr before step t."""
     from jaxbones.train.loop import build_optimizer
+    from jaxbones.train.sharding import make_mesh
     from jaxbones.train.step import create_state, make_train_step
 
     steps = len(batches)
@@ -159,8 +160,9 @@ def _run(name, setup, config, task, model, variables, batches, torch_model, opt,
     state = create_state(variables, tx, jax.random.PRNGKey(0), ema=False)
     # the reduced (CI) runs skip XLA's backend optimisations: faster compiles, same maths
     opts = FAST_COMPILE if fast else None
+    mesh = make_mesh({"data": 1}, jax.devices()[:1])  # one device, as the torch side runs
     step_fn = jax.jit(
-        make_train_step(task, model, tx, schedule, config, mesh=None), compiler_options=opts
+        make_train_step(task, model, tx, schedule, config, mesh), compiler_options=opts
     )
     lj, lt = [], []
     start = {k: np.array(v) for k, v in torch_sd(torch_model).items()}

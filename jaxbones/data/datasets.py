@@ -402,10 +402,13 @@ def open_source(name: str, split: str, data_dir: str | None = None, encoded_imag
         # read from the build directory, not by name: tfds registers a `fashion_mnist` of
         # its own (a download) that the name would resolve to
         builder = tfds.builder_from_directory(_local_dir(name, data_dir))
-        if split not in builder.info.splits:
+        try:  # a split name or a tfds slice of one ('test[:100]', 'train[10%:]')
+            builder.info.splits[split]
+        except (KeyError, ValueError) as e:
             raise ValueError(
-                f"Dataset {name!r} has no split {split!r}: use {', '.join(builder.info.splits)}"
-            )
+                f"Dataset {name!r} has no split {split!r}: use {', '.join(builder.info.splits)} "
+                "or a slice of one (e.g. 'test[:100]')"
+            ) from e
         return builder.as_data_source(split)
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     try:
