@@ -5,6 +5,8 @@ Command:   python -m experiments.resnet_imagenet --config.data_dir=$TFDS_DATA_DI
            run under SLURM / on a TPU pod slice, where jax finds the cluster itself)
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16 compute). Measured:
            the train step at batch 256 on one H200 uses 10.5 GB (BENCHMARKS.md).
+Fits:      v4-8, the smallest v4 slice (4 chips): 9.59 GiB of 32 GiB per chip at batch 1024
+           (256 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      an estimate, not a measured run: ~45 min of accelerator time for 90 epochs on
            8x H200 = 90 x 1,281,167 = 115M images / (8 x 5,373 img/s) = 2,680 s. Measured:
            5,373 img/s on one H200 for the jaxbones ResNet-50 train step (bf16, batch 256,

@@ -2,6 +2,8 @@
 
 Command:   python -m experiments.swin_imagenet --config.data_dir=$TFDS_DATA_DIR
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16).
+Fits:      v4-8, the smallest v4 slice (4 chips): 27.37 GiB of 32 GiB per chip at batch 1024
+           (256 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      an estimate from FLOPs, nothing of Swin measured: ~1.5 h for 300 epochs on 8x H200 =
            3 x 9.42 GFLOP per image (forward FLOPs from the README model table; a train step
            ~3x the forward) x 300 x 1,281,167 images = 1.09e19 FLOP / (8 chips x 989 TFLOP/s
