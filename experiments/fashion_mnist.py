@@ -8,9 +8,11 @@ accuracy of each.
 Command:   apt-get install dataset-fashion-mnist  (the IDX files; built into a local tfds
            dataset on first use, ~1 min) then  python -m experiments.fashion_mnist
 Hardware:  any CPU; no accelerator, no download beyond the Debian package.
+Fits:      v4-8, the smallest v4 slice (4 chips): 0.15 GiB of 32 GiB per chip at batch 128
+           (32 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      468 steps of batch 128 per epoch, 10 epochs; the time per epoch depends on the
            CPU (``scripts.time_to_accuracy`` measures it). Not run to the end here.
-Result:    not yet measured to the end (it needs an idle machine for hours). The dataset's
+Result:    not yet measured to the end (a timing needs an idle machine). The dataset's
            own README lists ResNet-18 at 94.9% with augmentation; the goal of this recipe is
            90% test accuracy no later than the PyTorch script's.
 Outputs:   /tmp/jaxbones_fashion_mnist/{metrics.jsonl, tb/, curves.png, checkpoints/}.

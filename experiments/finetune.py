@@ -13,6 +13,8 @@ Modes:     'full' trains everything; 'last_stages' trains the last ``train_stage
            per-family stage names and the BatchNorm behaviour of each mode).
 Hardware:  the defaults (ResNet-50, 224 px, batch 64, 10 epochs of the 3,680 pet images)
            fit one GPU; on CPU use a small model and image size (below).
+Fits:      v4-8, the smallest v4 slice (4 chips): 1.61 GiB of 32 GiB per chip at batch 64
+           (16 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      not measured for the defaults (no GPU and no Oxford pets here); each CPU run
            below took about 2 minutes on 2 cores shared with other jobs (compile ~45 s).
 Result:    measured on CPU (1 device, 2 busy cores): a ResNet-18 trained by

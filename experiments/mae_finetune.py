@@ -6,6 +6,8 @@ epochs, mixup 0.8, cutmix 1.0, label smoothing 0.1, RandAugment, random erasing 
 
 Command:   python -m experiments.mae_finetune --config.init_from=/tmp/jaxbones_mae_pretrain
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16).
+Fits:      v4-8, the smallest v4 slice (4 chips): 28.87 GiB of 32 GiB per chip at batch 1024
+           (256 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      an estimate, not a measured run: ~1.9 h for 100 epochs on 8x H200 =
            100 x 1,281,167 = 128M images / (8 x 2,328 img/s) = 6,900 s. Measured: 2,328 img/s
            on one H200 for the jaxbones vit_base_patch16_224 train step (bf16, batch 256,

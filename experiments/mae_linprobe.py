@@ -6,6 +6,8 @@ epochs, batch 16384, random-resized-crop + flip only.
 Command:   python -m experiments.mae_linprobe --config.init_from=/tmp/jaxbones_mae_pretrain
 Hardware:  estimated for 8x H200 (global batch 16384 = 2048 per chip; the encoder only runs
            forwards; bf16).
+Fits:      v4-8, the smallest v4 slice (4 chips): 28.23 GiB of 32 GiB per chip at batch 16384
+           (4096 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
 Time:      an estimate, not a measured run: ~40 min for 90 epochs on 8x H200 =
            90 x 1,281,167 = 115M images / (8 x 6,400 img/s) = 2,250 s. Measured: 6,400 img/s
            on one H200 for the jaxbones ViT-B/16 forward (inference, bf16, batch 256, synthetic

@@ -34,7 +34,7 @@ RECIPES = [
 def test_recipe_configs_build_lock_and_document(name):
     mod = importlib.import_module(f"experiments.{name}")
     doc = mod.__doc__
-    for word in ("Command:", "Hardware:", "Time:", "Result:"):
+    for word in ("Command:", "Hardware:", "Fits:", "Time:", "Result:"):
         assert word in doc, (name, word)
     c = mod.get_config()
     with pytest.raises(AttributeError, match='Did you mean "num_steps" instead of "num_step"'):
