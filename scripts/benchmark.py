@@ -143,6 +143,25 @@ class Pending:
     run: Any  # one step, synchronised
     flops: float = 0.0
     peak: float | None = None
+    trace: Any = None  # trace(dir): profile TRACE_STEPS steps into dir (``--trace``)
+
+
+TRACE_STEPS = 3
+
+
+def trace_rows(pending: list[Pending], root: str) -> None:
+    """Profiles each row's step after timing (``--trace``): JAX rows with ``jax.profiler``
+    (Perfetto trace, optimised HLO and ``scripts.trace_summary``'s table in ``summary.md``),
+    PyTorch rows with ``torch.profiler`` (its kernel table in ``summary.md``)."""
+    for p in pending:
+        r = p.row
+        name = f"{r.model}-{r.mode}-{r.dtype}-{r.framework}-{r.knob or r.options}"
+        path = os.path.join(root, re.sub(r"[^A-Za-z0-9_.=-]+", "_", name))
+        os.makedirs(path, exist_ok=True)
+        summary = p.trace(path)
+        with open(os.path.join(path, "summary.md"), "w") as f:
+            f.write(summary + "\n")
+        print(f"--- {name}\n{summary}", flush=True)
 
 
 def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list[Row]:
@@ -323,6 +342,16 @@ def bench_jax(
         else:
             jax.block_until_ready(compiled(*state["args"]))
 
+    def trace(path):
+        from scripts.trace_summary import summarize
+
+        with jax.profiler.trace(path, create_perfetto_trace=True):
+            for _ in range(TRACE_STEPS):
+                run()
+        with open(os.path.join(path, "hlo.txt"), "w") as f:
+            f.write(compiled.as_text())
+        return summarize(path, steps=TRACE_STEPS)
+
     dev = jax.devices()[0]
     peak = peak_flops(dev.device_kind, dtype)
     opts = {k: "/".join(map(str, v)) if isinstance(v, tuple) else v for k, v in overrides.items()}
@@ -358,7 +387,7 @@ def bench_jax(
         row.load_max = round(max(load[0], os.getloadavg()[0]), 2) if load else None
         row.under_load = row.load_max is not None and row.load_max > _process_cores()
         return row
-    return Pending(row, run, flops, peak)
+    return Pending(row, run, flops, peak, trace)
 
 
 # --------------------------------------------------------------------------------- torch
@@ -478,7 +507,18 @@ def bench_torch(name, *, batch, dtype, mode, compile_, img_size=None) -> Pending
         host=host_info() if dev == "cpu" else kind,
         versions=versions("torch", "torchvision", "timm"),
     )
-    return Pending(row, run)
+
+    def trace(path):
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(TRACE_STEPS):
+                run()
+        sort = "cuda_time_total" if dev == "cuda" else "cpu_time_total"
+        return f"{TRACE_STEPS} steps\n" + prof.key_averages().table(sort_by=sort, row_limit=40)
+
+    return Pending(row, run, trace=trace)
 
 
 # -------------------------------------------------------------------------------- render
@@ -869,6 +909,12 @@ def main(argv=None):
     p.add_argument("--no-render", action="store_true", help="only append rows")
     p.add_argument("--no-jax", action="store_true", help="only the PyTorch rows")
     p.add_argument(
+        "--trace",
+        default=None,
+        metavar="DIR",
+        help=f"after timing, profile {TRACE_STEPS} steps of every row into DIR/<row>/",
+    )
+    p.add_argument(
         "--recount-flops",
         default=None,
         metavar="ROWS.jsonl",
@@ -938,6 +984,8 @@ def main(argv=None):
                             pending[-1].row.knob = pending[-1].row.framework
                     if pending:
                         _append(a.out, measure_interleaved(pending, a.steps, a.warmup))
+                        if a.trace:
+                            trace_rows(pending, a.trace)
     if a.no_render:
         return
     rows = []

@@ -53,6 +53,8 @@ def dot_product_attention(
         raise ValueError("cuDNN flash attention needs bf16/fp16 inputs; use dtype=jnp.bfloat16")
     if bias is not None:
         bias = bias.astype(q.dtype)
+    if implementation == "cudnn" and (q.shape[1] % 2 or k.shape[1] % 2):
+        return padded_to_even(q, k, v, bias, mask, scale, is_causal, implementation)
     return jax.nn.dot_product_attention(
         q,
         k,
@@ -63,6 +65,38 @@ def dot_product_attention(
         is_causal=is_causal,
         implementation=implementation,
     )
+
+
+def padded_to_even(q, k, v, bias, mask, scale, is_causal, implementation):
+    """Attention over sequences padded to even lengths, the padding excluded by sequence
+    lengths and sliced off the output: cuDNN's flash-attention training kernels refuse odd
+    lengths (ViT's 197 tokens), and the padded keys get no weight, so the result is that of the
+    unpadded sequences."""
+    (b, lq), lk = q.shape[:2], k.shape[1]
+    pq, pk = lq % 2, lk % 2
+
+    def pad(a, n, axis):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, n)
+        return jnp.pad(a, widths)
+
+    if bias is not None:
+        bias = pad(pad(jnp.broadcast_to(bias, (*bias.shape[:-2], lq, lk)), pq, -2), pk, -1)
+    if mask is not None:
+        mask = pad(pad(jnp.broadcast_to(mask, (*mask.shape[:-2], lq, lk)), pq, -2), pk, -1)
+    out = jax.nn.dot_product_attention(
+        pad(q, pq, 1),
+        pad(k, pk, 1),
+        pad(v, pk, 1),
+        bias=bias,
+        mask=mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=jnp.full((b,), lq, jnp.int32),
+        key_value_seq_lengths=jnp.full((b,), lk, jnp.int32),
+        implementation=implementation,
+    )
+    return out[:, :lq]
 
 
 class MultiHeadAttention(nn.Module):

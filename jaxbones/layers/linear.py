@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -21,6 +22,12 @@ class Dense(nn.Module):
     adding a bfloat16 bias: on ResNet-50's classifier that second rounding made the bf16
     logits 1.2x further from float32 than torch autocast's (README, Parity). In float32 the
     computation is ``Dense``'s.
+
+    The backward pass of the low-precision product runs in ``dtype`` too (``_linear``): the
+    output's cotangent is a ``dtype`` value, and left to autodiff the transposed products
+    would take it as float32 against a ``dtype`` operand, a mixed product that GPUs run as a
+    float32 matmul. PyTorch's bfloat16 ``addmm`` backward is bfloat16 matmuls with float32
+    accumulation, which ``_linear``'s is.
 
     Attributes:
       features: output width; use_bias: add ``bias``.
@@ -41,14 +48,43 @@ class Dense(nn.Module):
             "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
         )
         dtype = self.dtype or jnp.result_type(x, kernel)
-        acc = jnp.promote_types(dtype, jnp.float32)
-        y = lax.dot_general(
-            x.astype(dtype),
-            kernel.astype(dtype),
-            (((x.ndim - 1,), (0,)), ((), ())),
-            preferred_element_type=acc,
-        )
+        bias = None
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            y = y + bias.astype(acc)
-        return y.astype(dtype)
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        if jnp.promote_types(dtype, jnp.float32) == dtype:  # float32 (or wider): plain Dense
+            y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+            return y if bias is None else y + bias.astype(dtype)
+        return _linear(x, kernel, bias)
+
+
+def _contract_last(a, b):
+    """``a @ b`` over ``a``'s last axis and ``b``'s first, accumulated in float32."""
+    return lax.dot_general(
+        a, b, (((a.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+    )
+
+
+@jax.custom_vjp
+def _linear(x, kernel, bias):
+    """Low-precision ``x @ kernel + bias``: float32 accumulation and bias, rounded once."""
+    y = _contract_last(x, kernel)
+    return (y if bias is None else y + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+def _linear_fwd(x, kernel, bias):
+    return _linear(x, kernel, bias), (x, kernel, bias)
+
+
+def _linear_bwd(res, g):
+    x, kernel, bias = res
+    lead = tuple(range(x.ndim - 1))
+    dx = _contract_last(g, kernel.T).astype(x.dtype)
+    dkernel = lax.dot_general(
+        x, g, ((lead, lead), ((), ())), preferred_element_type=jnp.float32
+    ).astype(kernel.dtype)
+    dbias = None if bias is None else g.astype(jnp.float32).sum(lead).astype(bias.dtype)
+    return dx, dkernel, dbias
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
