@@ -531,9 +531,10 @@ KNOB_DOCS = {
     "remat_policy": "`jax.checkpoint` policy per block (`full`: save nothing, recompute the "
     "block in backward; `dots`: keep matmul/conv outputs; `dots_no_batch`). Trades "
     "activation memory (temp GB) for recompute (step time).",
-    "attn_implementation": "kernel behind `dot_product_attention`: default (`None`, XLA picks), "
-    "`xla` (explicit einsum-softmax-einsum), `cudnn` (flash attention on NVIDIA GPUs only). "
-    "On CPU `None` resolves to `xla`, so there the row measures run-to-run noise.",
+    "attn_implementation": "kernel behind `dot_product_attention`: default (`None`: cuDNN flash "
+    "attention for bf16/fp16 attention without bias or mask on NVIDIA GPUs, else XLA), `xla` "
+    "(explicit einsum-softmax-einsum), `cudnn` (flash attention on NVIDIA GPUs only). On CPU "
+    "`None` resolves to `xla`, so there the row measures run-to-run noise.",
     "dtype": "compute dtype (parameters stay float32, norms/softmax/loss in float32). bf16 "
     "pays off on tensor-core/MXU hardware; on CPU it is emulated and usually slower.",
     "donate": "`donate_argnums` on params/optimizer state/batch_stats: XLA updates them in "
@@ -806,6 +807,8 @@ def render(rows: list[dict]) -> str:
     devices = sorted({r["device"].split(":", 1)[1] for r in rows})
     for device in devices:
         drows = [r for r in rows if r["device"].split(":", 1)[1] == device]
+        arows = [r for r in drows if r.get("framework") == "attention-check"]
+        drows = [r for r in drows if r.get("framework") != "attention-check"]
         kept = [r for r in drows if not _under_load(r)]
         lines += [f"## {device}", ""] + _machine(drows, len(drows) - len(kept))
         drows = kept
@@ -818,7 +821,31 @@ def render(rows: list[dict]) -> str:
             lines += ["### Compile time", ""] + _compile_table(crows) + [""]
         if srows:
             lines += ["### Knob studies", ""] + _study_tables(srows)
+        if arows:
+            lines += ["### cuDNN flash attention against XLA's", ""] + _attention_table(arows)
     return "\n".join(lines)
+
+
+def _attention_table(arows: list[dict]) -> list[str]:
+    """``scripts.check_attention`` rows: bf16 eval forward with each attention kernel."""
+    out = [
+        (
+            "`python -m scripts.check_attention`: the bf16 eval forward of one model with the "
+            "same parameters and inputs, `attn_implementation='xla'` against `'cudnn'`; the "
+            "difference is the largest over the outputs, relative to the output's largest "
+            "magnitude."
+        ),
+        "",
+        "| model | batch | compared | max rel diff | xla ms | other ms | speedup |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in arows:
+        other = next((v for k, v in r.items() if k.endswith("_ms") and k != "xla_ms"), None)
+        out.append(
+            f"| {r['model']} | {r['batch']} | {r['compared']} | {r['max_rel_diff']:.1e} | "
+            f"{r['xla_ms']:.1f} | {_fmt(other, '.1f')} | {r['speedup']:.2f}x |"
+        )
+    return out + [""]
 
 
 def _parse_overrides(s: str) -> dict[str, Any]:

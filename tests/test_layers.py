@@ -347,3 +347,49 @@ def test_attention_padded_to_even_lengths_equals_unpadded(with_bias):
     chex.assert_trees_all_close(padded(q, k, v), ref(q, k, v), rtol=1e-6, atol=1e-6)
     grads = [jax.grad(lambda *a, f=f: (f(*a) ** 2).sum(), argnums=(0, 1, 2)) for f in (padded, ref)]
     chex.assert_trees_all_close(grads[0](q, k, v), grads[1](q, k, v), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_mlp_keeps_no_float32_activation_for_backward():
+    """The float32 GELU of a bf16 Mlp saves only its bf16 input for the backward (autodiff
+    kept three float32 copies of the hidden activation) and its gradient is unchanged."""
+    from jax._src.ad_checkpoint import saved_residuals
+
+    from jaxbones.layers.activations import gelu, in_float32
+    from jaxbones.layers.mlp import Mlp
+
+    m = Mlp(48, dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16), jnp.bfloat16)
+    v = m.init(jax.random.PRNGKey(1), x)
+    saved = saved_residuals(lambda v, x: m.apply(v, x).astype(jnp.float32).sum(), v, x)
+    hidden = [aval for aval, _ in saved if aval.shape == (2, 5, 48)]
+    assert hidden and all(a.dtype == jnp.bfloat16 for a in hidden), saved
+
+    h = (jax.random.normal(jax.random.PRNGKey(2), (4, 48)) * 3).astype(jnp.bfloat16)
+    w = jax.random.normal(jax.random.PRNGKey(3), (4, 48))
+
+    def autodiff_gelu(h):
+        return gelu(h.astype(jnp.float32)).astype(h.dtype)
+
+    def loss(f):
+        return lambda h: (f(h).astype(jnp.float32) * w).sum()
+
+    chex.assert_trees_all_equal(in_float32(gelu)(h), autodiff_gelu(h))
+    chex.assert_trees_all_equal(
+        jax.grad(loss(in_float32(gelu)))(h), jax.grad(loss(autodiff_gelu))(h)
+    )
+
+
+def test_default_attention_is_cudnn_only_for_plain_low_precision_attention_on_nvidia(
+    monkeypatch,
+):
+    from jaxbones.layers import attention
+
+    q16 = jnp.zeros((1, 197, 12, 64), jnp.bfloat16)
+    assert attention.resolve_implementation(None, q16) == "xla"  # this CPU
+    assert attention.resolve_implementation("cudnn", q16) == "cudnn"
+    monkeypatch.setattr(attention, "_on_nvidia_gpu", lambda: True)
+    assert attention.resolve_implementation(None, q16) == "cudnn"
+    assert attention.resolve_implementation(None, q16.astype(jnp.float32)) == "xla"
+    assert attention.resolve_implementation(None, q16, bias=jnp.zeros((1, 12, 197, 197))) == "xla"
+    assert attention.resolve_implementation(None, q16, is_causal=True) == "xla"
+    assert attention.resolve_implementation(None, jnp.zeros((1, 9, 2, 12), jnp.bfloat16)) == "xla"

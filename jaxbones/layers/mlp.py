@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxbones.layers.activations import get_act
+from jaxbones.layers.activations import get_act, in_float32
 from jaxbones.layers.linear import Dense
 
 Dtype = Any
@@ -42,9 +42,7 @@ class Mlp(nn.Module):
             "kernel_init": dense_init,
         }
         x = Dense(self.hidden_features, name="fc1", **kw)(x)
-        # the activation is evaluated in float32 and rounded once, as PyTorch's bfloat16 kernels
-        # do; XLA would round each step of erf's polynomial to bfloat16
-        x = get_act(self.act)(x.astype(jnp.promote_types(x.dtype, jnp.float32))).astype(x.dtype)
+        x = in_float32(get_act(self.act))(x)
         x = nn.Dropout(self.drop)(x, deterministic)
         x = Dense(out, name="fc2", **kw)(x)
         return nn.Dropout(self.drop)(x, deterministic)
