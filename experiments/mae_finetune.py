@@ -8,8 +8,8 @@ Command:   python -m experiments.mae_finetune --config.init_from=/tmp/jaxbones_m
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16).
 Fits:      v4-8, the smallest v4 slice (4 chips): 28.87 GiB of 32 GiB per chip at batch 1024
            (256 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
-Time:      an estimate, not a measured run: ~1.9 h for 100 epochs on 8x H200 =
-           100 x 1,281,167 = 128M images / (8 x 2,328 img/s) = 6,900 s. Measured: 2,328 img/s
+Time:      an estimate, not a measured run: ~1.6 h for 100 epochs on 8x H200 =
+           100 x 1,281,167 = 128M images / (8 x 2,765 img/s) = 5,800 s. Measured: 2,765 img/s
            on one H200 for the jaxbones vit_base_patch16_224 train step (bf16, batch 256,
            synthetic data; BENCHMARKS.md). Assumed: the same rate with global pooling +
            fc_norm and drop path (35.50 vs 35.68 forward GFLOPs), at batch 128 per chip,

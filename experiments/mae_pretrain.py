@@ -12,12 +12,13 @@ Fits:      v4-8, the smallest v4 slice (4 chips): MAE-B at batch 4096 (1024 per 
            and v4-256 (10.95 GiB); MAE-H fits v4-256 (20.76 GiB) but not v4-64 (the compiler asks
            for 54.7 GiB of temporaries); MAE-H with --config.mesh.tensor=4 on v4-256: 23.20 GiB.
            All measured with scripts/aot.py (README, 'Does a recipe fit a TPU pod?').
-Time:      an estimate from FLOPs, nothing of MAE measured: ~8.6 h for the configured 800
-           epochs on 8x H200 (~4.3 h per 400; the paper trains 800 (1600) epochs) =
+Time:      an estimate from FLOPs and the MAE-L step: ~10.8 h for the configured 800
+           epochs on 8x H200 (~5.4 h per 400; the paper trains 800 (1600) epochs) =
            3 x 19.96 GFLOP per image (forward FLOPs at mask ratio 0.75 from the README model
            table; a train step ~3x the forward) x 800 x 1,281,167 images = 6.14e19 FLOP /
-           (8 chips x 989 TFLOP/s bf16 peak x 25% MFU) = 31,000 s. Assumed: the 25% MFU (the
-           measured ViT-B/16 train step reaches 24.9% on one H200), linear scaling and an
+           (8 chips x 989 TFLOP/s bf16 peak x 20% MFU) = 38,800 s. Assumed: the 20% MFU (the
+           measured MAE ViT-L pretraining step reaches 20.5% on one H200, 1,616 img/s at batch
+           256 with scanned blocks and cuDNN attention; BENCHMARKS.md), linear scaling and an
            input pipeline that keeps up; evaluation and checkpoints are not counted.
 Result:    fine-tuned ViT-B 83.6% top-1 after 1600 epochs (paper Table 3); the pretraining
            loss itself has no reference number. Writes ``reconstruction.png`` (original |

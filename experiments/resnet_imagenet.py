@@ -7,10 +7,10 @@ Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16 compute
            the train step at batch 256 on one H200 uses 10.5 GB (BENCHMARKS.md).
 Fits:      v4-8, the smallest v4 slice (4 chips): 9.59 GiB of 32 GiB per chip at batch 1024
            (256 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
-Time:      an estimate, not a measured run: ~45 min of accelerator time for 90 epochs on
-           8x H200 = 90 x 1,281,167 = 115M images / (8 x 5,373 img/s) = 2,680 s. Measured:
-           5,373 img/s on one H200 for the jaxbones ResNet-50 train step (bf16, batch 256,
-           synthetic data; 6.09 TFLOP per step, 12.9% MFU; BENCHMARKS.md). Assumed: linear
+Time:      an estimate, not a measured run: ~43 min of accelerator time for 90 epochs on
+           8x H200 = 90 x 1,281,167 = 115M images / (8 x 5,604 img/s) = 2,570 s. Measured:
+           5,604 img/s on one H200 for the jaxbones ResNet-50 train step (bf16, batch 256,
+           synthetic data; 6.10 TFLOP per step, 13.5% MFU; BENCHMARKS.md). Assumed: linear
            scaling to 8 chips and the same per-chip rate at batch 128. The input pipeline is
            not counted: it must decode and augment 43k images/s, and on hosts that cannot, it
            sets the time instead (input-bound); evaluation and checkpoints are not counted.

@@ -3,14 +3,15 @@
 Command:   python -m experiments.vit_imagenet --config.data_dir=$TFDS_DATA_DIR
 Hardware:  estimated for 8x H200 (global batch 1024 = 128 per chip, bf16; FSDP optional:
            --config.mesh.data=1 --config.mesh.fsdp=-1). Measured: the train step at batch
-           256 on one H200 uses 31.7 GB (BENCHMARKS.md), so 128 per chip fits.
+           256 on one H200 uses 25.6 GB (BENCHMARKS.md), so 128 per chip fits.
 Fits:      v4-8, the smallest v4 slice (4 chips): 26.11 GiB of 32 GiB per chip at batch 1024 (256
            per chip), data parallel; v4-32: 7.45 GiB (measured with scripts/aot.py; README, 'Does a
            recipe fit a TPU pod?').
-Time:      an estimate, not a measured run: ~5.7 h for 300 epochs on 8x H200 =
-           300 x 1,281,167 = 384M images / (8 x 2,328 img/s) = 20,600 s. Measured: 2,328 img/s
-           on one H200 for the jaxbones ViT-B/16 train step (bf16, batch 256, synthetic data;
-           27.1 TFLOP per step, 24.9% MFU; BENCHMARKS.md). Assumed: linear scaling to 8 chips,
+Time:      an estimate, not a measured run: ~4.8 h for 300 epochs on 8x H200 =
+           300 x 1,281,167 = 384M images / (8 x 2,765 img/s) = 17,400 s. Measured: 2,765 img/s
+           on one H200 for the jaxbones ViT-B/16 train step (bf16, batch 256, synthetic data,
+           cuDNN flash attention, the default there; 27.3 TFLOP per step, 29.8% MFU;
+           BENCHMARKS.md). Assumed: linear scaling to 8 chips,
            the same per-chip rate at batch 128 and an input pipeline that keeps up (18.6k
            augmented images/s); evaluation and checkpoints are not counted.
 Result:    DeiT-B 81.8% top-1 (DeiT paper Table 7), with RandAugment, mixup 0.8, cutmix

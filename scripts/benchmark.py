@@ -539,6 +539,10 @@ KNOB_DOCS = {
     "pays off on tensor-core/MXU hardware; on CPU it is emulated and usually slower.",
     "donate": "`donate_argnums` on params/optimizer state/batch_stats: XLA updates them in "
     "place; without it each step allocates a second copy of the state.",
+    "dense": "`dense=autodiff` marks a row measured with the `Dense` of commit c9a9d05, whose "
+    "bf16 backward was autodiff of a float32-accumulated product: float32 x bf16 products, which "
+    "XLA runs as TF32 GEMMs on GPUs (the profile of that row: 59 of its 171 ms per step). The "
+    "current `Dense` has a custom VJP with bf16 products; the option no longer exists.",
     "xla": "XLA_FLAGS for the whole process (set before the backend starts; run in a "
     "subprocess). Only flags jax 0.10's XLA accepts are listed below.",
 }
@@ -784,7 +788,8 @@ def render(rows: list[dict]) -> str:
             "measured interleaved in one invocation (one JAX step, one step of each PyTorch "
             "row, in turn, for `--steps` rounds): the median over rounds of the fastest PyTorch "
             "row's step time (eager or `torch.compile`) over the JAX step time, > 1x is JAX "
-            "faster; rows measured on their own get no ratio. `load` is the highest 1-minute "
+            "faster; rows measured on their own get no ratio. Of rows repeating a setting only the "
+            "newest is shown. `load` is the highest 1-minute "
             "load average sampled during the measurement; rows where it exceeded the core count "
             "are left out. Memory: XLA's "
             "memory analysis of the compiled step for JAX (arguments + outputs + temporaries; "
@@ -804,6 +809,7 @@ def render(rows: list[dict]) -> str:
     lines += ["", "XLA flags used in studies (verified accepted by jax 0.10's XLA):", ""]
     lines += [f"- `{k}`: {v}" for k, v in XLA_FLAG_DOCS.items()]
     lines += ["", LAYOUT_NOTE, ""]
+    rows = latest_per_setting(rows)
     devices = sorted({r["device"].split(":", 1)[1] for r in rows})
     for device in devices:
         drows = [r for r in rows if r["device"].split(":", 1)[1] == device]
@@ -824,6 +830,22 @@ def render(rows: list[dict]) -> str:
         if arows:
             lines += ["### cuDNN flash attention against XLA's", ""] + _attention_table(arows)
     return "\n".join(lines)
+
+
+def latest_per_setting(rows: list[dict]) -> list[dict]:
+    """The newest row of each setting (device, model, mode, dtype, batch, resolution,
+    framework, options, study knob), in file order: a re-measurement replaces the row it
+    repeats in BENCHMARKS.md, and the JSON-lines file keeps both."""
+    latest = {}
+    for r in rows:
+        setting = (
+            r["device"], r["model"], r.get("mode"), r.get("dtype"), r.get("batch"),
+            r.get("img_size"), r["framework"], r.get("options"), r.get("compared"),
+            r.get("study"), r.get("knob"), r.get("xla_flags"),
+        )  # fmt: skip
+        latest.pop(setting, None)
+        latest[setting] = r
+    return list(latest.values())
 
 
 def _attention_table(arows: list[dict]) -> list[str]:
@@ -1033,8 +1055,12 @@ def recount_flops(src: str, out: str) -> None:
     with open(src) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     for r in rows:
-        if r["framework"] == "jax" and r["mode"] in ("train", "infer"):
+        if r["framework"] == "jax" and r.get("mode") in ("train", "infer"):
             ov = _parse_overrides(r["options"])
+            if "attn_implementation" in ov:
+                # model FLOPs do not depend on the attention kernel, and XLA counts none for
+                # cuDNN's custom call (which does not lower without a GPU either)
+                ov["attn_implementation"] = "xla"
             flops = bench_jax(
                 r["model"],
                 batch=r["batch"],
