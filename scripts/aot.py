@@ -362,6 +362,8 @@ def write_row(text: str, row: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from scripts.model_table import write_atomically
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--recipe", help="a module of experiments/ (mae_pretrain)")
     p.add_argument("--topology", help="v4-256, v5e-16, v4:2x2x4 or cpu:8")
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         text = README.read_text()
         for line in pathlib.Path(args.write_saved).read_text().splitlines():
             text = write_row(text, markdown_row(json.loads(line)))
-        README.write_text(text)
+        write_atomically(README, text)
         return {}
     if not (args.recipe and args.topology):
         p.error("--recipe and --topology are required (or --write_saved FILE)")
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.save, "a") as f:
             f.write(json.dumps(result) + "\n")
     if args.write:
-        README.write_text(write_row(README.read_text(), markdown_row(result)))
+        write_atomically(README, write_row(README.read_text(), markdown_row(result)))
     return result
 
 

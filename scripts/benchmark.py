@@ -1041,8 +1041,9 @@ def main(argv=None):
     if os.path.exists(a.out):
         with open(a.out) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-    with open(a.md, "w") as f:
-        f.write(render(rows) + "\n")
+    from scripts.model_table import write_atomically
+
+    write_atomically(a.md, render(rows) + "\n")
     print(f"wrote {a.md} ({len(rows)} rows)")
 
 

@@ -20,6 +20,7 @@ GMACs = flops / 2 as well. The table lands between the
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 from typing import Any
@@ -142,6 +143,16 @@ def parse_rows(text: str) -> list[dict[str, Any]]:
     return rows
 
 
+def write_atomically(path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file renamed into place, so a run killed
+    mid-write leaves the old file, never a truncated one (these are tracked files)."""
+    path = str(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_between_markers(text: str, table: str, start: str = START, end: str = END) -> str:
     """``text`` with ``table`` between the ``start`` / ``end`` markers (the model table's by
     default; appended when absent)."""
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> str:
     table = render(rows)
     print(table)
     if not args.no_write:
-        README.write_text(write_between_markers(README.read_text(), table))
+        write_atomically(README, write_between_markers(README.read_text(), table))
         print(f"wrote {len(names)} rows into {README}", file=sys.stderr)
     return table
 

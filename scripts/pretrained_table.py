@@ -21,7 +21,7 @@ import sys
 
 import jaxbones
 from jaxbones.registry import PretrainedCfg, get_pretrained_cfg
-from scripts.model_table import write_between_markers
+from scripts.model_table import write_atomically, write_between_markers
 
 START, END = "<!-- pretrained:start -->", "<!-- pretrained:end -->"
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> str:
     table = render(ordered_tags(), parse_measured(text))
     print(table)
     if not args.no_write:
-        README.write_text(write_between_markers(text, table, START, END))
+        write_atomically(README, write_between_markers(text, table, START, END))
         print(f"wrote {table.count(chr(10)) - 2} tags into {README}", file=sys.stderr)
     return table
 

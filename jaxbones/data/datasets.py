@@ -74,30 +74,42 @@ def _load_digits():
     return images, d.images, d.target.astype(np.int64), perm[:_DIGITS_NUM_TEST]
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
-    """scikit-learn's 8x8 digits as a tfds dataset (registered as `digits`)."""
+class _OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A dataset built from files on this machine: its features (``_feature_spec``), a
+    ``DESCRIPTION`` and ``SUPERVISED_KEYS`` (None where there are none)."""
 
     VERSION = tfds.core.Version(_LOCAL_VERSION)
-    RELEASE_NOTES: ClassVar[dict] = {
-        _LOCAL_VERSION: "sklearn.datasets.load_digits, fixed 1437/360 split."
-    }
+    DESCRIPTION = ""
+    SUPERVISED_KEYS: ClassVar[tuple | None] = ("image", "label")
     # No download checksums file. tfds derives this path from the package resources, which
     # needs importlib_resources under editable installs; None skips the checksum lookup.
     code_path = None
+
+    def _feature_spec(self) -> dict:
+        raise NotImplementedError
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(self._feature_spec()),
+            supervised_keys=self.SUPERVISED_KEYS,
+        )
+
+
+class Digits(_OfflineBuilder):
+    """scikit-learn's 8x8 digits as a tfds dataset (registered as `digits`)."""
+
+    RELEASE_NOTES: ClassVar[dict] = {
+        _LOCAL_VERSION: "sklearn.datasets.load_digits, fixed 1437/360 split."
+    }
+    DESCRIPTION = "scikit-learn 8x8 digits (UCI optdigits test set), offline."
 
     def _feature_spec(self):
         return {
             "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
             "label": tfds.features.ClassLabel(num_classes=10),
         }
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn 8x8 digits (UCI optdigits test set), offline.",
-            features=tfds.features.FeaturesDict(self._feature_spec()),
-            supervised_keys=("image", "label"),
-        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: the data ships with scikit-learn
@@ -181,6 +193,9 @@ def _iou(a, b) -> float:
 class DigitsDet(Digits):
     """Digits pasted on canvases with boxes (registered as `digits_det`; module docstring)."""
 
+    DESCRIPTION = "scikit-learn 8x8 digits pasted on 64x64 canvases, with boxes."
+    SUPERVISED_KEYS = None
+
     def _feature_spec(self):
         return {
             "image": tfds.features.Tensor(shape=(_DET_CANVAS, _DET_CANVAS, 3), dtype=np.uint8),
@@ -191,13 +206,6 @@ class DigitsDet(Digits):
                 }
             ),
         }
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn 8x8 digits pasted on 64x64 canvases, with boxes.",
-            features=tfds.features.FeaturesDict(self._feature_spec()),
-        )
 
     def _generate_examples(self, test: bool):
         images, raw, labels, test_idx = _load_digits()
@@ -296,14 +304,13 @@ def load_fashion_mnist(directory: str, split: str) -> tuple[np.ndarray, np.ndarr
     return images, labels.astype(np.int64)
 
 
-class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FashionMnist(_OfflineBuilder, skip_registration=True):
     """Fashion-MNIST from its IDX files (module docstring). Not in tfds's registry, which
     has its own ``fashion_mnist`` (a download); read with ``open_source``."""
 
     name = "fashion_mnist"
-    VERSION = tfds.core.Version(_LOCAL_VERSION)
     RELEASE_NOTES: ClassVar[dict] = {_LOCAL_VERSION: "The four published IDX files."}
-    code_path = None  # as Digits
+    DESCRIPTION = "Zalando's Fashion-MNIST, read from its IDX files (offline)."
     source_dir = ""  # the IDX directory; set by ensure_local_dataset before preparing
 
     def _feature_spec(self):
@@ -311,14 +318,6 @@ class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
             "label": tfds.features.ClassLabel(names=FASHION_MNIST_CLASSES),
         }
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Zalando's Fashion-MNIST, read from its IDX files (offline).",
-            features=tfds.features.FeaturesDict(self._feature_spec()),
-            supervised_keys=("image", "label"),
-        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download: the files are local
