@@ -172,6 +172,22 @@ def test_batch_norm_train_vjp_equals_autodiff_of_its_forward():
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
 
 
+def test_materialize_is_the_identity_forward_and_backward():
+    """The stored identity between stacked blocks: finite values and gradients pass bit for
+    bit, non-finite ones stay non-finite (the train step's skip test reads the norm)."""
+    from jaxbones.layers.stack import materialize
+
+    x = jnp.asarray(images((2, 3, 4)))
+    cot = jnp.asarray(images((2, 3, 4), seed=1))
+    f = jax.jit(lambda x, c: jax.vjp(materialize, x)[0])
+    vjp = jax.jit(lambda x, c: jax.vjp(materialize, x)[1](c)[0])
+    chex.assert_trees_all_equal(f(x, cot), x)
+    chex.assert_trees_all_equal(vjp(x, cot), cot)
+    for bad in (jnp.inf, jnp.nan):
+        assert not bool(jnp.isfinite(jnp.linalg.norm(f(x.at[0, 0, 0].set(bad), cot))))
+        assert not bool(jnp.isfinite(jnp.linalg.norm(vjp(x, cot.at[0, 0, 0].set(bad)))))
+
+
 def test_layernorm_groupnorm_two_pass_at_large_mean():
     x = images((2, 4, 4, 8)) + 300.0  # the fast variance loses ~5.7e-2 here
     ln = torch.nn.LayerNorm(8, eps=1e-6)
