@@ -165,3 +165,30 @@ def test_render_interleaved_ratios_load_and_knob_study():
         "layers": (1, 2),
         "xla": "--a=1 --b=x,y",
     }
+
+
+def test_profile_step_buckets_compiled_instructions():
+    """scripts/profile_step.py's reading of the optimised HLO: the instructions of a small
+    conv + dense gradient get a phase (forward/backward from the ``jvp``/``transpose`` in
+    their op_name), a kind and a layer."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from scripts import profile_step
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3), name="conv1")(x))
+            return nn.Dense(3, name="fc")(x.reshape(x.shape[0], -1))
+
+    net, x = Net(), jnp.ones((2, 8, 8, 3))
+    p = net.init(jax.random.PRNGKey(0), x)
+    text = jax.jit(jax.grad(lambda p: net.apply(p, x).sum())).lower(p).compile().as_text()
+    instrs = profile_step._parse_hlo(text)
+    kinds = {(profile_step._phase(d["op_name"]), profile_step._kind(d)) for d in instrs.values()}
+    assert ("forward", "conv 3x3") in kinds
+    assert ("backward", "dot") in kinds  # the Dense kernel's gradient
+    layers = {profile_step._layer(d["op_name"]) for d in instrs.values()}
+    assert {"conv", "fc"} <= layers

@@ -41,6 +41,7 @@ from jaxbones.models import resnet as resnet_mod
 BATCHNORM = {"rtol": 0, "atol": 1e-5}  # measured 1.4e-6 at |y| <= 8
 RUNNING_MEAN = {"rtol": 0, "atol": 1e-6}  # measured 7e-8
 RUNNING_VAR = {"rtol": 1e-5, "atol": 0}  # measured 1.8e-7 relative
+BATCHNORM_GRAD = {"rtol": 0, "atol": 1e-5}
 # inputs at |x| ~ 300: float32 rounds them to ~2e-5, which the normalisation (std ~1)
 # passes to the output; measured 8.7e-5 (LayerNorm), the fast variance is off by 5e-2
 LARGE_MEAN_NORM = {"rtol": 0, "atol": 2e-4}
@@ -127,6 +128,64 @@ def test_batchnorm_train_eval_and_running_stats():
     assert_close(upd["batch_stats"]["mean"], tb.running_mean, **RUNNING_MEAN)
     # unbiased running variance, as PyTorch
     assert_close(upd["batch_stats"]["var"], tb.running_var, **RUNNING_VAR)
+
+
+def test_batchnorm_train_gradients_match_torch():
+    """Training-mode gradients of x, scale and bias (CPU: ``batch_norm_train``'s closed-form
+    backward) equal torch's BatchNorm2d backward to float32 rounding."""
+    x = images((6, 5, 5, 4)) * 3 + 2
+    cot = images((6, 5, 5, 4), seed=1)
+    tb = torch.nn.BatchNorm2d(4)
+    randomize_(tb)
+    tx = to_nchw(x).requires_grad_(True)
+    (tb.train()(tx) * to_nchw(cot)).sum().backward()
+    params = {"scale": tb.weight.detach().numpy(), "bias": tb.bias.detach().numpy()}
+    stats = {"mean": np.zeros(4, np.float32), "var": np.ones(4, np.float32)}
+
+    def loss(p, x):
+        y, _ = BatchNorm().apply(
+            {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return (y * cot).sum()
+
+    gp, gx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+    assert_close(gx, nhwc(tx.grad), **BATCHNORM_GRAD)
+    assert_close(gp["scale"], tb.weight.grad, **BATCHNORM_GRAD)
+    assert_close(gp["bias"], tb.bias.grad, **BATCHNORM_GRAD)
+
+
+def test_batch_norm_train_vjp_equals_autodiff_of_its_forward():
+    """The closed-form VJP equals autodiff of the two-pass forward for cotangents on all
+    three outputs (y, mean, var), so a caller differentiating the statistics is served too."""
+    from jaxbones.layers.norm import _batch_stats, _normalize, batch_norm_train
+
+    def reference(x, scale, bias):
+        mean, var = _batch_stats(x)
+        return _normalize(x, mean, var, 1e-5) * scale + bias, mean, var
+
+    args = (jnp.asarray(images((3, 4, 5, 6)) * 2 + 1), jnp.linspace(0.5, 2, 6), jnp.arange(6.0))
+    cts = (jnp.asarray(images((3, 4, 5, 6), seed=2)), jnp.linspace(-1, 1, 6), jnp.ones(6))
+    out, vjp = jax.vjp(lambda *a: batch_norm_train(*a, 1e-5), *args)
+    ref_out, ref_vjp = jax.vjp(reference, *args)
+    chex.assert_trees_all_equal(out, ref_out)  # the same forward computation
+    for g, r in zip(vjp(cts), ref_vjp(cts)):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_materialize_is_the_identity_forward_and_backward():
+    """The stored identity between stacked blocks: finite values and gradients pass bit for
+    bit, non-finite ones stay non-finite (the train step's skip test reads the norm)."""
+    from jaxbones.layers.stack import materialize
+
+    x = jnp.asarray(images((2, 3, 4)))
+    cot = jnp.asarray(images((2, 3, 4), seed=1))
+    f = jax.jit(lambda x, c: jax.vjp(materialize, x)[0])
+    vjp = jax.jit(lambda x, c: jax.vjp(materialize, x)[1](c)[0])
+    chex.assert_trees_all_equal(f(x, cot), x)
+    chex.assert_trees_all_equal(vjp(x, cot), cot)
+    for bad in (jnp.inf, jnp.nan):
+        assert not bool(jnp.isfinite(jnp.linalg.norm(f(x.at[0, 0, 0].set(bad), cot))))
+        assert not bool(jnp.isfinite(jnp.linalg.norm(vjp(x, cot.at[0, 0, 0].set(bad)))))
 
 
 def test_layernorm_groupnorm_two_pass_at_large_mean():

@@ -7,9 +7,11 @@ the compute dtype: Flax's ``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -18,6 +20,52 @@ Dtype = Any
 
 def _normalize(x, mean, var, eps):
     return (x - mean) * lax.rsqrt(var + eps)
+
+
+def _batch_stats(x):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    return mean, jnp.square(x - mean).mean(axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, eps):
+    """Training-mode BatchNorm of float32 ``x`` over all axes but the last:
+    ``(y, mean, biased var)`` with ``y = (x - mean) * rsqrt(var + eps) * scale + bias``.
+
+    The forward is the module's two-pass computation. The backward is the closed form
+    ``dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))`` (plus the terms of
+    ``mean`` and ``var`` should their cotangents be nonzero), written per channel as
+    ``dx = k * dy + m * (x - mean) + c``: one reduction over ``(dy, x)`` and one elementwise
+    pass. Autodiff of the two-pass variance builds a longer chain of passes over the
+    activation instead (ResNet-50's backward BatchNorm cost 1.7x its forward on CPU).
+    """
+    mean, var = _batch_stats(x)
+    return _normalize(x, mean, var, eps) * scale + bias, mean, var
+
+
+def _batch_norm_train_fwd(x, scale, bias, eps):
+    mean, var = _batch_stats(x)
+    y = _normalize(x, mean, var, eps) * scale + bias
+    return (y, mean, var), (x, mean, var, scale)
+
+
+def _batch_norm_train_bwd(eps, res, cts):
+    x, mean, var, scale = res
+    dy, dmean, dvar = cts
+    axes = tuple(range(x.ndim - 1))
+    n = x.size // x.shape[-1]
+    rstd = lax.rsqrt(var + eps)
+    xc = x - mean
+    dbias = dy.sum(axes)
+    dscale = (dy * xc).sum(axes) * rstd  # sum(dy * xhat)
+    k = scale * rstd
+    m = (2.0 * dvar - k * rstd * dscale) / n
+    c = (dmean - k * dbias) / n
+    return k * dy + m * xc + c, dscale, dbias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -51,29 +99,45 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         xf = x.astype(jnp.float32)
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = xf.mean(axes)
-            var = jnp.square(xf - mean).mean(axes)
-            if not self.is_initializing():
-                n = xf.size // c
-                unbiased = var * (n / max(n - 1, 1))
-                m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
-                ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(unbiased)
+        if not train:
+            y = _affine(self, _normalize(xf, ra_mean.value, ra_var.value, self.epsilon), c)
+        elif jax.default_backend() == "cpu":
+            # the closed-form backward (``batch_norm_train``); measured on CPU only
+            scale, bias = _affine_params(self, c)
+            one, zero = jnp.ones((c,), jnp.float32), jnp.zeros((c,), jnp.float32)
+            y, mean, var = batch_norm_train(
+                xf, one if scale is None else scale, zero if bias is None else bias, self.epsilon
+            )
         else:
-            mean, var = ra_mean.value, ra_var.value
-        y = _normalize(xf, mean, var, self.epsilon)
-        y = _affine(self, y, c)
+            mean, var = _batch_stats(xf)
+            y = _affine(self, _normalize(xf, mean, var, self.epsilon), c)
+        if train and not self.is_initializing():
+            n = xf.size // c
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            ra_mean.value = m * ra_mean.value + (1 - m) * lax.stop_gradient(mean)
+            ra_var.value = m * ra_var.value + (1 - m) * lax.stop_gradient(unbiased)
         return y.astype(self.dtype or x.dtype)
 
 
-def _affine(mod: nn.Module, y, c):
+def _affine_params(mod: nn.Module, c):
+    """``(scale, bias)`` as float32, ``None`` for a disabled one (created in this order)."""
+    scale = bias = None
     if mod.use_scale:
         init = getattr(mod, "scale_init", nn.initializers.ones)
-        y = y * mod.param("scale", init, (c,), mod.param_dtype).astype(jnp.float32)
+        scale = mod.param("scale", init, (c,), mod.param_dtype).astype(jnp.float32)
     if mod.use_bias:
-        y = y + mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype).astype(jnp.float32)
+        bias = mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype)
+        bias = bias.astype(jnp.float32)
+    return scale, bias
+
+
+def _affine(mod: nn.Module, y, c):
+    scale, bias = _affine_params(mod, c)
+    if scale is not None:
+        y = y * scale
+    if bias is not None:
+        y = y + bias
     return y
 
 
