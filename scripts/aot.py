@@ -214,6 +214,7 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
     import jax
 
     from jaxbones.hardware import hbm_bytes
+    from jaxbones.layers.platform import compile_target
     from jaxbones.train import inputs, pretrained, sharding
     from jaxbones.train.loop import abstract_train_step
 
@@ -228,13 +229,15 @@ def compile_recipe(recipe: str, topology: str, overrides=(), num_slices: int = 1
     sharding.check_batch_size(config.global_batch_size, config.accum_steps, mesh)
     num_steps = config.num_steps if config.num_steps > 0 else 1
     t0 = time.perf_counter()
-    train_step, state = abstract_train_step(config, mesh, num_classes_of(config), 3, num_steps)
     batch_sh = sharding.batch_sharding(mesh)
     batch = {
         k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
         for k, v in inputs.batch_shapes(config).items()
     }
-    lowered = train_step.lower(state, batch)
+    # the layers' CPU-only formulations must not reach a TPU program traced on this CPU host
+    with compile_target(topo["platform"]):
+        train_step, state = abstract_train_step(config, mesh, num_classes_of(config), 3, num_steps)
+        lowered = train_step.lower(state, batch)
     t1 = time.perf_counter()
     kind = devices[0].device_kind
     hbm = hbm_bytes(kind) if topo["platform"] == "tpu" else None

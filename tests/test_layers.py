@@ -110,6 +110,33 @@ def test_pointwise_conv_is_a_matmul_with_conv_parameters(stride):
     np.testing.assert_allclose(gw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-3)
 
 
+def test_cpu_only_formulations_stay_out_of_programs_traced_for_other_platforms():
+    """The CPU rewrites (1x1 conv as a product, phased max-pool backward, BatchNorm's VJP,
+    stored residual streams) are traced only for CPU programs: an AOT compile for a TPU on
+    this host (``compile_target``) gets the plain convolution and select-and-scatter."""
+    from jaxbones.layers.platform import compile_target
+
+    model = jaxbones.create_model("resnet18")
+    x = jnp.ones((1, 32, 32, 3))
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+
+    def jaxprs():  # the forward (custom VJPs still visible) and the gradient
+        def loss(p):  # a new function each time: jax caches traces by function
+            out, _ = model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])
+            return out.sum()
+
+        return str(jax.make_jaxpr(loss)(v["params"])), str(
+            jax.make_jaxpr(jax.grad(loss))(v["params"])
+        )
+
+    (fwd_cpu, on_cpu) = jaxprs()
+    with compile_target("tpu"):
+        fwd_tpu, on_tpu = jaxprs()
+    assert "select_and_scatter_add" in on_tpu and "select_and_scatter_add" not in on_cpu
+    assert "custom_vjp_call" in fwd_cpu and "custom_vjp_call" not in fwd_tpu
+    assert on_tpu.count("conv_general_dilated") > on_cpu.count("conv_general_dilated")
+
+
 def test_batchnorm_train_eval_and_running_stats():
     x = images((6, 5, 5, 4)) * 3 + 2
     tb = torch.nn.BatchNorm2d(4)

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxbones.layers.activations import get_act
 from jaxbones.layers.norm import BatchNorm
+from jaxbones.layers.platform import traced_for_cpu
 
 Dtype = Any
 
@@ -68,7 +68,7 @@ def conv_general_dilated(
     differ from the convolution only by float32 summation order. Other backends keep the
     convolution: the rewrite was measured on CPU only.
     """
-    if jax.default_backend() == "cpu" and _is_pointwise(
+    if traced_for_cpu() and _is_pointwise(
         lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count
     ):
         sh, sw = window_strides

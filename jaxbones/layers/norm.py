@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxbones.layers.platform import traced_for_cpu
+
 Dtype = Any
 
 
@@ -101,7 +103,7 @@ class BatchNorm(nn.Module):
         xf = x.astype(jnp.float32)
         if not train:
             y = _affine(self, _normalize(xf, ra_mean.value, ra_var.value, self.epsilon), c)
-        elif jax.default_backend() == "cpu":
+        elif traced_for_cpu():
             # the closed-form backward (``batch_norm_train``); measured on CPU only
             scale, bias = _affine_params(self, c)
             one, zero = jnp.ones((c,), jnp.float32), jnp.zeros((c,), jnp.float32)

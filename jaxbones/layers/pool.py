@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxbones.layers.platform import traced_for_cpu
+
 
 def _out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     # torch.nn.functional.max_pool2d / avg_pool2d output size, including the rule that the
@@ -100,7 +102,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False):
     """
     k, s, p = _norm_args(kernel_size, stride, padding)
     pads = tuple(tuple(pp) for pp in _pads(x, k, s, p, ceil_mode))
-    if jax.default_backend() == "cpu":
+    if traced_for_cpu():
         return _max_pool_phased(x, k, s, pads)
     return _reduce_window_max(x, k, s, pads)
 

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxbones.layers.platform import traced_for_cpu
+
 # Named rematerialisation policies (jax.checkpoint_policies), chosen by config string.
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,  # no remat: keep every activation (fastest, most memory)
@@ -140,7 +142,7 @@ def block_stack(
     if not scan:
         outputs = {}
         # measured on CPU only; under scan the loop boundary already stores the stream
-        barrier = jax.default_backend() == "cpu"
+        barrier = traced_for_cpu()
         for i in range(depth):
             if barrier:
                 x = jax.tree.map(materialize, x)
