@@ -29,10 +29,15 @@ the batch where the recipe has it).
 float32 one, over the largest logit, in jaxbones (``dtype=bfloat16``, float32 parameters) and
 in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same inputs and weights.
 
-Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--cases ...]
-[--no-write] (``--small``: reduced depth/width, the CI version in tests/test_train_parity.py;
-``--cases ''`` with ``--bf16``: the bf16 table only). Writes each table into its README.md
-block (``MARKERS``): the full-size and the reduced curves and the bf16 table separately.
+``--optim`` adds the optimiser, schedule and parameter-group tables computed by
+``scripts/optim_parity.py`` (the comparisons tests/test_optim_parity.py and
+tests/test_param_group_parity.py assert; seconds to run).
+
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--optim]
+[--cases ...] [--no-write] (``--small``: reduced depth/width, the CI version in
+tests/test_train_parity.py; ``--cases ''`` with ``--bf16`` / ``--optim``: those tables only).
+Writes each table into its README.md block (``MARKERS``): the full-size and the reduced
+curves, the bf16 table, the optimiser, schedule and group tables separately.
 """
 
 from __future__ import annotations
@@ -50,9 +55,17 @@ import torch
 
 from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.registry import FAST_COMPILE
+from scripts.optim_parity import mae_add_weight_decay, mae_lrd_groups
 
 # README blocks: the full-size curves, the reduced (--small) ones and the bf16 table
-MARKERS = {"full": "train-parity", "small": "train-parity-small", "bf16": "train-parity-bf16"}
+MARKERS = {
+    "full": "train-parity",
+    "small": "train-parity-small",
+    "bf16": "train-parity-bf16",
+    "optim": "train-parity-optim",
+    "schedules": "train-parity-schedules",
+    "groups": "train-parity-groups",
+}
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -86,45 +99,6 @@ def _images(n, b, size, seed=0):
 
 def _nchw(x):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def mae_lrd_groups(model, weight_decay, layer_decay):
-    """MAE util/lr_decay.py ``param_groups_lrd`` for a timm ViT (no decay: 1-D and
-    ``model.no_weight_decay()``; layer 0 embeddings, i + 1 block i, depth + 1 the rest)."""
-    num_layers = len(model.blocks) + 1
-    skip = model.no_weight_decay()
-    groups: dict = {}
-    for n, p in model.named_parameters():
-        if n in ("cls_token", "pos_embed") or n.startswith("patch_embed"):
-            lid = 0
-        elif n.startswith("blocks"):
-            lid = int(n.split(".")[1]) + 1
-        else:
-            lid = num_layers
-        decay = not (p.ndim == 1 or n in skip)
-        g = groups.setdefault(
-            (lid, decay),
-            {
-                "params": [],
-                "weight_decay": weight_decay if decay else 0.0,
-                "lr_scale": layer_decay ** (num_layers - lid),
-            },
-        )
-        g["params"].append(p)
-    return list(groups.values())
-
-
-def mae_add_weight_decay(model, weight_decay):
-    """MAE main_pretrain.py: timm's ``add_weight_decay`` without a skip list."""
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim == 1 or n.endswith(".bias") else decay).append(p)
-    return [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": decay, "weight_decay": weight_decay},
-    ]
 
 
 def _config(recipe: str, steps: int, batch: int, size: int):
@@ -476,6 +450,9 @@ def main(argv=None):
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--small", action="store_true", help="reduced depth (the CI version)")
     p.add_argument("--bf16", action="store_true", help="also measure the bf16 forwards")
+    p.add_argument(
+        "--optim", action="store_true", help="also the optimiser, schedule and group tables"
+    )
     p.add_argument("--no-write", action="store_true", help="print only, leave README.md")
     args = p.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
@@ -498,6 +475,18 @@ def main(argv=None):
         print(table)
         if not args.no_write:
             write_readme(table, "bf16")
+    if args.optim:
+        from scripts import optim_parity
+
+        for block, fn in (
+            ("optim", optim_parity.render_optimizers),
+            ("schedules", optim_parity.render_schedules),
+            ("groups", optim_parity.render_groups),
+        ):
+            table = fn()
+            print(table)
+            if not args.no_write:
+                write_readme(table, block)
     return results, bf16
 
 
