@@ -1,8 +1,9 @@
 """Normalisation layers with PyTorch conventions.
 
-Statistics are computed in float32 with the two-pass variance (``E[(x - mean)^2]``), whatever
-the compute dtype: Flax's ``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300
-(see docs/parity.md). Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
+Statistics are computed in float32 (float64 for float64 inputs, ``stats_dtype``) with the
+two-pass variance (``E[(x - mean)^2]``), whatever the compute dtype: Flax's
+``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300 (see docs/parity.md).
+Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import jax.numpy as jnp
 from jax import lax
 
 Dtype = Any
+
+
+def stats_dtype(dtype):
+    """float32, or the input's dtype where it is wider (float64 under ``jax_enable_x64``)."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _normalize(x, mean, var, eps):
@@ -29,7 +35,7 @@ class BatchNorm(nn.Module):
       epsilon: added to the variance (PyTorch default 1e-5).
       use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
       scale_init: initialiser of ``scale`` (zeros for zero-init-last-BN residual blocks).
-      dtype: output dtype (statistics and normalisation are always float32).
+      dtype: output dtype (statistics and normalisation in ``stats_dtype``: float32 or wider).
       param_dtype: dtype of ``scale``/``bias``.
 
     In training the running variance is updated with the unbiased batch variance
@@ -50,7 +56,7 @@ class BatchNorm(nn.Module):
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         if train:
             axes = tuple(range(x.ndim - 1))
             mean = xf.mean(axes)
@@ -71,9 +77,9 @@ class BatchNorm(nn.Module):
 def _affine(mod: nn.Module, y, c):
     if mod.use_scale:
         init = getattr(mod, "scale_init", nn.initializers.ones)
-        y = y * mod.param("scale", init, (c,), mod.param_dtype).astype(jnp.float32)
+        y = y * mod.param("scale", init, (c,), mod.param_dtype).astype(y.dtype)
     if mod.use_bias:
-        y = y + mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype).astype(jnp.float32)
+        y = y + mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype).astype(y.dtype)
     return y
 
 
@@ -86,7 +92,7 @@ class LayerNorm(nn.Module):
     Attributes:
       epsilon: added to the variance.
       use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
-      dtype: output dtype (statistics are float32); param_dtype: parameter dtype.
+      dtype: output dtype (statistics in ``stats_dtype``); param_dtype: parameter dtype.
     """
 
     epsilon: float
@@ -97,7 +103,7 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         mean = xf.mean(-1, keepdims=True)
         var = jnp.square(xf - mean).mean(-1, keepdims=True)
         y = _affine(self, _normalize(xf, mean, var, self.epsilon), x.shape[-1])
@@ -125,7 +131,7 @@ class GroupNorm(nn.Module):
         c = x.shape[-1]
         if c % self.num_groups:
             raise ValueError(f"GroupNorm: {c} channels do not split into {self.num_groups} groups")
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         g = xf.reshape(x.shape[0], -1, self.num_groups, c // self.num_groups)  # [B, HW, G, C/G]
         mean = g.mean((1, 3), keepdims=True)
         var = jnp.square(g - mean).mean((1, 3), keepdims=True)
