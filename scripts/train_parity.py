@@ -29,12 +29,18 @@ the batch where the recipe has it).
 float32 one, over the largest logit, in jaxbones (``dtype=bfloat16``, float32 parameters) and
 in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same inputs and weights.
 
+Next to jaxbones' difference from the reference stands the reference's own float32 spread:
+the same torch recipe rerun on one thread (another summation order, an equally valid float32
+run) against the first run (``--no-spread`` skips it). ``--float64`` runs both sides in
+float64 (``jax_enable_x64``), which leaves only differences in what the two steps compute.
+Rows of separate runs (other cases, other step counts) are merged into one table.
+
 ``--optim`` adds the optimiser, schedule and parameter-group tables computed by
 ``scripts/optim_parity.py`` (the comparisons tests/test_optim_parity.py and
 tests/test_param_group_parity.py assert; seconds to run).
 
-Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--optim]
-[--cases ...] [--no-write] (``--small``: reduced depth/width, the CI version in
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--float64] [--bf16] [--optim]
+[--cases ...] [--no-spread] [--no-write] (``--small``: reduced depth/width, the CI version in
 tests/test_train_parity.py; ``--cases ''`` with ``--bf16`` / ``--optim``: those tables only).
 Writes each table into its README.md block (``MARKERS``): the full-size and the reduced
 curves, the bf16 table, the optimiser, schedule and group tables separately.
