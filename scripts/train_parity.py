@@ -29,10 +29,21 @@ the batch where the recipe has it).
 float32 one, over the largest logit, in jaxbones (``dtype=bfloat16``, float32 parameters) and
 in PyTorch (``torch.autocast('cpu', torch.bfloat16)``), same inputs and weights.
 
-Usage: python -m scripts.train_parity [--steps 100] [--small] [--bf16] [--cases ...]
-[--no-write] (``--small``: reduced depth/width, the CI version in tests/test_train_parity.py;
-``--cases ''`` with ``--bf16``: the bf16 table only). Writes each table into its README.md
-block (``MARKERS``): the full-size and the reduced curves and the bf16 table separately.
+Next to jaxbones' difference from the reference stands the reference's own float32 spread:
+the same torch recipe rerun on one thread (another summation order, an equally valid float32
+run) against the first run (``--no-spread`` skips it). ``--float64`` runs both sides in
+float64 (``jax_enable_x64``), which leaves only differences in what the two steps compute.
+Rows of separate runs (other cases, other step counts) are merged into one table.
+
+``--optim`` adds the optimiser, schedule and parameter-group tables computed by
+``scripts/optim_parity.py`` (the comparisons tests/test_optim_parity.py and
+tests/test_param_group_parity.py assert; seconds to run).
+
+Usage: python -m scripts.train_parity [--steps 100] [--small] [--float64] [--bf16] [--optim]
+[--cases ...] [--no-spread] [--no-write] (``--small``: reduced depth/width, the CI version in
+tests/test_train_parity.py; ``--cases ''`` with ``--bf16`` / ``--optim``: those tables only).
+Writes each table into its README.md block (``MARKERS``): the full-size and the reduced
+curves, the bf16 table, the optimiser, schedule and group tables separately.
 """
 
 from __future__ import annotations
@@ -50,9 +61,17 @@ import torch
 
 from jaxbones.convert.mae import from_transformers_layout
 from jaxbones.registry import FAST_COMPILE
+from scripts.optim_parity import mae_add_weight_decay, mae_lrd_groups
 
 # README blocks: the full-size curves, the reduced (--small) ones and the bf16 table
-MARKERS = {"full": "train-parity", "small": "train-parity-small", "bf16": "train-parity-bf16"}
+MARKERS = {
+    "full": "train-parity",
+    "small": "train-parity-small",
+    "bf16": "train-parity-bf16",
+    "optim": "train-parity-optim",
+    "schedules": "train-parity-schedules",
+    "groups": "train-parity-groups",
+}
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
@@ -67,11 +86,46 @@ class Result:
     param_abs: float
     stats_diff: float | None = None
     seconds: float = 0.0
+    losses_twin: list | None = None  # the reference on one thread (``SPREAD``)
 
     @property
     def loss_diffs(self) -> np.ndarray:
         a, b = np.asarray(self.losses_jax), np.asarray(self.losses_torch)
         return np.abs(a - b) / np.abs(b)
+
+    @property
+    def spread_diffs(self) -> np.ndarray | None:
+        """Relative loss differences of the one-thread reference run from the reference."""
+        if self.losses_twin is None:
+            return None
+        a, b = np.asarray(self.losses_twin), np.asarray(self.losses_torch)
+        return np.abs(a - b) / np.abs(b)
+
+
+# Also run the reference a second time on one thread (float32 sums in another order: an
+# equally valid float32 run of the same recipe) and report how far it is from the first: the
+# reference's own rounding spread, next to jaxbones' distance from it. main() turns it on;
+# the CI runs leave it off.
+SPREAD = False
+# Both sides in float64 (``--float64``, with ``jax_enable_x64``): what remains is a difference
+# in what the two steps compute, not float32 rounding.
+FLOAT64 = False
+
+
+def _float64(tree):
+    """Floating-point numpy leaves as float64 (others unchanged)."""
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x, np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
+        else x, tree,
+    )  # fmt: skip
+
+
+def _twin(model, opt):
+    """A copy of a torch model and of its optimiser over the copy's parameters (one deepcopy:
+    the memo maps each parameter to its copy); call before the first step."""
+    import copy
+
+    return copy.deepcopy((model, opt))
 
 
 def _rel(a, b) -> float:
@@ -86,45 +140,6 @@ def _images(n, b, size, seed=0):
 
 def _nchw(x):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def mae_lrd_groups(model, weight_decay, layer_decay):
-    """MAE util/lr_decay.py ``param_groups_lrd`` for a timm ViT (no decay: 1-D and
-    ``model.no_weight_decay()``; layer 0 embeddings, i + 1 block i, depth + 1 the rest)."""
-    num_layers = len(model.blocks) + 1
-    skip = model.no_weight_decay()
-    groups: dict = {}
-    for n, p in model.named_parameters():
-        if n in ("cls_token", "pos_embed") or n.startswith("patch_embed"):
-            lid = 0
-        elif n.startswith("blocks"):
-            lid = int(n.split(".")[1]) + 1
-        else:
-            lid = num_layers
-        decay = not (p.ndim == 1 or n in skip)
-        g = groups.setdefault(
-            (lid, decay),
-            {
-                "params": [],
-                "weight_decay": weight_decay if decay else 0.0,
-                "lr_scale": layer_decay ** (num_layers - lid),
-            },
-        )
-        g["params"].append(p)
-    return list(groups.values())
-
-
-def mae_add_weight_decay(model, weight_decay):
-    """MAE main_pretrain.py: timm's ``add_weight_decay`` without a skip list."""
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim == 1 or n.endswith(".bias") else decay).append(p)
-    return [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": decay, "weight_decay": weight_decay},
-    ]
 
 
 def _config(recipe: str, steps: int, batch: int, size: int):
@@ -156,6 +171,10 @@ def _run(name, setup, config, task, model, variables, batches, torch_model, opt,
     from jaxbones.train.step import create_state, make_train_step
 
     steps = len(batches)
+    if FLOAT64:
+        name += " (float64)"
+        variables, batches = _float64(variables), _float64(batches)
+        torch_model.double()  # in place: the optimiser keeps the same parameters
     tx, schedule, _ = build_optimizer(config, task, variables["params"], steps, steps)
     state = create_state(variables, tx, jax.random.PRNGKey(0), ema=False)
     # the reduced (CI) runs skip XLA's backend optimisations: faster compiles, same maths
@@ -164,20 +183,32 @@ def _run(name, setup, config, task, model, variables, batches, torch_model, opt,
     step_fn = jax.jit(
         make_train_step(task, model, tx, schedule, config, mesh), compiler_options=opts
     )
-    lj, lt = [], []
+    lj, lt, l1 = [], [], []
     start = {k: np.array(v) for k, v in torch_sd(torch_model).items()}
+    twin = _twin(torch_model, opt) if SPREAD else None
     t0 = time.time()
+
+    def torch_step(m, o, batch):
+        o.zero_grad()
+        loss = torch_loss(m, batch)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
+        o.step()
+        return float(loss.detach())
+
     for t, batch in enumerate(batches):
         state, m = step_fn(state, jax.tree_util.tree_map(jnp.asarray, batch))
         lj.append(float(m["loss"]))
         lr_at(t)
-        opt.zero_grad()
-        loss = torch_loss(torch_model, batch)
-        loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip)
-        opt.step()
-        lt.append(float(loss.detach()))
+        lt.append(torch_step(torch_model, opt, batch))
+        if twin is not None:
+            for a, b in zip(opt.param_groups, twin[1].param_groups, strict=True):
+                b["lr"] = a["lr"]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            l1.append(torch_step(*twin, batch))
+            torch.set_num_threads(threads)
     ours = to_torch_sd(jax.device_get(state.variables()))
     ref = torch_sd(torch_model)
     ref = {k: v for k, v in ref.items() if not k.endswith("num_batches_tracked")}
@@ -187,7 +218,9 @@ def _run(name, setup, config, task, model, variables, batches, torch_model, opt,
     sdiff = None
     if stats is not None:
         sdiff = max(_rel(ours[k], ref[k]) for k in ref if stats(k) and k in ours)
-    return Result(name, setup, steps, lj, lt, pdiff, pabs, sdiff, time.time() - t0)
+    return Result(
+        name, setup, steps, lj, lt, pdiff, pabs, sdiff, time.time() - t0, l1 if twin else None
+    )
 
 
 def _timm_cosine(opt, c, steps):
@@ -424,21 +457,49 @@ def bf16_errors(name: str, size: int = 224, batch: int = 4, **kw) -> dict[str, f
 def render(results: list[Result]) -> str:
     lines = [
         (
-            "| model | recipe step | steps | max rel. loss diff | at last step | loss first → last "
-            "| final param diff: abs. / of the movement |"
+            "| model | recipe step | steps | max rel. loss diff | reference on 1 thread "
+            "| at last step | loss first → last | final param diff: abs. / of the movement "
+            "| wall |"
         ),
-        "|---|---|---:|---:|---:|---|---:|",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
-        d = r.loss_diffs
+        d, sp = r.loss_diffs, r.spread_diffs
         p = f"{r.param_abs:.1e} / {r.param_diff:.1e}"
         if r.stats_diff is not None:
             p += f" (BN stats {r.stats_diff:.1e})"
+        spread = "—" if sp is None else f"{sp.max():.1e} (step {int(sp.argmax())})"
         lines.append(
             f"| {r.name} | {r.setup} | {r.steps} | {d.max():.1e} (step {int(d.argmax())}) "
-            f"| {d[-1]:.1e} | {r.losses_torch[0]:.4f} → {r.losses_torch[-1]:.4f} | {p} |"
+            f"| {spread} | {d[-1]:.1e} | {r.losses_torch[0]:.4f} → {r.losses_torch[-1]:.4f} "
+            f"| {p} | {_duration(r.seconds)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def merge_rows(old: str, new: str) -> str:
+    """``new`` (a rendered table) with the rows of ``old`` whose model it does not have kept
+    before its own, so runs of different cases (and step counts) fill one table; an old row's
+    cells are placed by column name, "—" where ``old`` has no such column."""
+
+    def cells(line):
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    new_lines, old_lines = new.splitlines(), [x for x in old.splitlines() if x.startswith("|")]
+    header = cells(new_lines[0])
+    names = {cells(r)[0] for r in new_lines[2:]}
+    kept = []
+    if old_lines:
+        old_header = cells(old_lines[0])
+        for r in old_lines[2:]:
+            row = dict(zip(old_header, cells(r), strict=False))
+            if row.get(header[0]) not in names:
+                kept.append("| " + " | ".join(row.get(h, "—") for h in header) + " |")
+    return "\n".join(new_lines[:2] + kept + new_lines[2:]) + "\n"
 
 
 def render_bf16(bf16: dict) -> str:
@@ -457,17 +518,19 @@ def render_bf16(bf16: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table: str, block: str, path: str = README) -> None:
-    """Writes ``table`` into README's ``MARKERS[block]`` block."""
+def write_readme(table: str, block: str, path: str = README, merge: bool = False) -> None:
+    """Writes ``table`` into README's ``MARKERS[block]`` block (``merge``: keeping the rows
+    of other models already there, ``merge_rows``)."""
     from scripts.model_table import write_between_markers
 
     with open(path) as f:
         text = f.read()
     name = MARKERS[block]
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if merge and start in text and end in text:
+        table = merge_rows(text.split(start, 1)[1].split(end, 1)[0].strip("\n"), table)
     with open(path, "w") as f:
-        f.write(
-            write_between_markers(text, table, f"<!-- {name}:start -->", f"<!-- {name}:end -->")
-        )
+        f.write(write_between_markers(text, table, start, end))
 
 
 def main(argv=None):
@@ -476,21 +539,30 @@ def main(argv=None):
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--small", action="store_true", help="reduced depth (the CI version)")
     p.add_argument("--bf16", action="store_true", help="also measure the bf16 forwards")
+    p.add_argument(
+        "--optim", action="store_true", help="also the optimiser, schedule and group tables"
+    )
+    p.add_argument("--no-spread", action="store_true", help="skip the reference's one-thread rerun")
+    p.add_argument("--float64", action="store_true", help="both sides in float64 (jax_enable_x64)")
     p.add_argument("--no-write", action="store_true", help="print only, leave README.md")
     args = p.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    global SPREAD, FLOAT64
+    SPREAD = not args.no_spread
+    FLOAT64 = args.float64
+    if FLOAT64:
+        jax.config.update("jax_enable_x64", True)
     results = []
     for case in [c for c in args.cases.split(",") if c]:
         r = CASES[case](args.steps, args.small)
         print(f"{r.name}: max loss diff {r.loss_diffs.max():.2e}, params {r.param_diff:.2e}, "
               f"{r.seconds:.0f} s", flush=True)  # fmt: skip
         results.append(r)
-    if results:
         table = render(results)
-        print(table)
-        if not args.no_write:
-            write_readme(table, "small" if args.small else "full")
+        print(table, flush=True)
+        if not args.no_write:  # after every case, keeping the other models' rows
+            write_readme(table, "small" if args.small else "full", merge=True)
     bf16 = None
     if args.bf16:
         bf16 = {n: bf16_errors(n) for n in ("vit_base_patch16_224", "resnet50")}
@@ -498,6 +570,18 @@ def main(argv=None):
         print(table)
         if not args.no_write:
             write_readme(table, "bf16")
+    if args.optim:
+        from scripts import optim_parity
+
+        for block, fn in (
+            ("optim", optim_parity.render_optimizers),
+            ("schedules", optim_parity.render_schedules),
+            ("groups", optim_parity.render_groups),
+        ):
+            table = fn()
+            print(table)
+            if not args.no_write:
+                write_readme(table, block)
     return results, bf16
 
 

@@ -232,6 +232,22 @@ def test_layernorm_groupnorm_two_pass_at_large_mean():
     assert_not_close(fast, ref, **LARGE_MEAN_NORM)
 
 
+def test_norms_keep_float64_inputs_in_float64():
+    """Statistics in float32 or wider: float64 runs (train_parity --float64) stay float64."""
+    x = images((2, 3, 3, 8)) * 3 + 2
+    p = {"scale": np.ones(8), "bias": np.zeros(8)}
+    v = {"params": p, "batch_stats": {"mean": np.zeros(8), "var": np.ones(8)}}
+    ref = torch.nn.functional.layer_norm(torch.from_numpy(x).double(), (8,), eps=1e-6)
+    with jax.enable_x64(True):
+        x64 = jnp.asarray(x, jnp.float64)
+        out = LayerNorm(epsilon=1e-6).apply({"params": p}, x64)
+        assert out.dtype == jnp.float64
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-12, atol=1e-12)
+        y, upd = BatchNorm().apply(v, x64, train=True, mutable=["batch_stats"])
+        assert y.dtype == jnp.float64 and upd["batch_stats"]["var"].dtype == jnp.float64
+        assert GroupNorm(2, epsilon=1e-5).apply({"params": p}, x64).dtype == jnp.float64
+
+
 def torch_mlp():
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 16))

@@ -1,8 +1,9 @@
 """Normalisation layers with PyTorch conventions.
 
-Statistics are computed in float32 with the two-pass variance (``E[(x - mean)^2]``), whatever
-the compute dtype: Flax's ``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300
-(see docs/parity.md). Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
+Statistics are computed in float32 (float64 for float64 inputs, ``stats_dtype``) with the
+two-pass variance (``E[(x - mean)^2]``), whatever the compute dtype: Flax's
+``use_fast_variance`` (``E[x^2] - E[x]^2``) loses 5.7e-2 at mean 300 (see docs/parity.md).
+Epsilons are explicit: PyTorch, timm and Flax disagree on the defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from jaxbones.layers.platform import traced_for_cpu
 Dtype = Any
 
 
+def stats_dtype(dtype):
+    """float32, or the input's dtype where it is wider (float64 under ``jax_enable_x64``)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _normalize(x, mean, var, eps):
     return (x - mean) * lax.rsqrt(var + eps)
 
@@ -32,7 +38,7 @@ def _batch_stats(x):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def batch_norm_train(x, scale, bias, eps):
-    """Training-mode BatchNorm of float32 ``x`` over all axes but the last:
+    """Training-mode BatchNorm of ``x`` (in ``stats_dtype``) over all axes but the last:
     ``(y, mean, biased var)`` with ``y = (x - mean) * rsqrt(var + eps) * scale + bias``.
 
     The forward is the module's two-pass computation. The backward is the closed form
@@ -79,7 +85,7 @@ class BatchNorm(nn.Module):
       epsilon: added to the variance (PyTorch default 1e-5).
       use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
       scale_init: initialiser of ``scale`` (zeros for zero-init-last-BN residual blocks).
-      dtype: output dtype (statistics and normalisation are always float32).
+      dtype: output dtype (statistics and normalisation in ``stats_dtype``: float32 or wider).
       param_dtype: dtype of ``scale``/``bias``.
 
     In training the running variance is updated with the unbiased batch variance
@@ -100,13 +106,13 @@ class BatchNorm(nn.Module):
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         if not train:
             y = _affine(self, _normalize(xf, ra_mean.value, ra_var.value, self.epsilon), c)
         elif traced_for_cpu():
             # the closed-form backward (``batch_norm_train``); measured on CPU only
-            scale, bias = _affine_params(self, c)
-            one, zero = jnp.ones((c,), jnp.float32), jnp.zeros((c,), jnp.float32)
+            scale, bias = _affine_params(self, c, xf.dtype)
+            one, zero = jnp.ones((c,), xf.dtype), jnp.zeros((c,), xf.dtype)
             y, mean, var = batch_norm_train(
                 xf, one if scale is None else scale, zero if bias is None else bias, self.epsilon
             )
@@ -122,20 +128,20 @@ class BatchNorm(nn.Module):
         return y.astype(self.dtype or x.dtype)
 
 
-def _affine_params(mod: nn.Module, c):
-    """``(scale, bias)`` as float32, ``None`` for a disabled one (created in this order)."""
+def _affine_params(mod: nn.Module, c, dtype):
+    """``(scale, bias)`` as ``dtype``, ``None`` for a disabled one (created in this order)."""
     scale = bias = None
     if mod.use_scale:
         init = getattr(mod, "scale_init", nn.initializers.ones)
-        scale = mod.param("scale", init, (c,), mod.param_dtype).astype(jnp.float32)
+        scale = mod.param("scale", init, (c,), mod.param_dtype).astype(dtype)
     if mod.use_bias:
         bias = mod.param("bias", nn.initializers.zeros, (c,), mod.param_dtype)
-        bias = bias.astype(jnp.float32)
+        bias = bias.astype(dtype)
     return scale, bias
 
 
 def _affine(mod: nn.Module, y, c):
-    scale, bias = _affine_params(mod, c)
+    scale, bias = _affine_params(mod, c, y.dtype)
     if scale is not None:
         y = y * scale
     if bias is not None:
@@ -152,7 +158,7 @@ class LayerNorm(nn.Module):
     Attributes:
       epsilon: added to the variance.
       use_scale, use_bias: affine parameters ``scale`` (torch ``weight``) and ``bias``.
-      dtype: output dtype (statistics are float32); param_dtype: parameter dtype.
+      dtype: output dtype (statistics in ``stats_dtype``); param_dtype: parameter dtype.
     """
 
     epsilon: float
@@ -163,7 +169,7 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         mean = xf.mean(-1, keepdims=True)
         var = jnp.square(xf - mean).mean(-1, keepdims=True)
         y = _affine(self, _normalize(xf, mean, var, self.epsilon), x.shape[-1])
@@ -191,7 +197,7 @@ class GroupNorm(nn.Module):
         c = x.shape[-1]
         if c % self.num_groups:
             raise ValueError(f"GroupNorm: {c} channels do not split into {self.num_groups} groups")
-        xf = x.astype(jnp.float32)
+        xf = x.astype(stats_dtype(x.dtype))
         g = xf.reshape(x.shape[0], -1, self.num_groups, c // self.num_groups)  # [B, HW, G, C/G]
         mean = g.mean((1, 3), keepdims=True)
         var = jnp.square(g - mean).mean((1, 3), keepdims=True)

@@ -146,9 +146,16 @@ def make_schedule(ocfg, num_steps: int, steps_per_epoch: int, global_batch_size:
         raise ValueError(
             f"unknown schedule {ocfg.schedule!r}; use cosine, linear, step or constant"
         )
-    if warm == 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), main], [warm])
+    sched = main
+    if warm:
+        sched = optax.join_schedules([optax.linear_schedule(0.0, peak, warm), main], [warm])
+
+    def schedule(step):
+        # the step as a float: an int32 step count makes optax compute the lr in float32
+        # even under jax_enable_x64 (whole steps are exact either way)
+        return sched(jnp.asarray(step, jnp.result_type(float)))
+
+    return schedule
 
 
 def _pathstr(path) -> str:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbones.layers.linear import Dense
+from jaxbones.layers.norm import stats_dtype
 from jaxbones.registry import create_model, init_kwargs, model_fields
 from jaxbones.train import segmentation
 
@@ -138,7 +139,7 @@ class Classification(Task):
                 label_smoothing=config.label_smoothing,
             )
         eps = config.label_smoothing
-        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        onehot = jax.nn.one_hot(labels, num_classes, dtype=stats_dtype(images.dtype))
         return images, onehot * (1.0 - eps) + eps / num_classes
 
     def forward(self, model, variables, images, rng, train):
@@ -149,7 +150,7 @@ class Classification(Task):
         num_classes = self.num_classes(model, variables)
         images, soft = self.soft_labels(batch, mix_rng, config, num_classes)
         logits, bs = self.forward(model, variables, images, rng, True)
-        logits = logits.astype(jnp.float32)  # loss in f32 whatever the compute dtype
+        logits = logits.astype(stats_dtype(logits.dtype))  # loss in f32 (f64 inputs: f64)
         loss = -jnp.mean(jnp.sum(soft * jax.nn.log_softmax(logits), axis=-1))
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, {"accuracy": acc}, bs
