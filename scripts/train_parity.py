@@ -521,7 +521,7 @@ def render_bf16(bf16: dict) -> str:
 def write_readme(table: str, block: str, path: str = README, merge: bool = False) -> None:
     """Writes ``table`` into README's ``MARKERS[block]`` block (``merge``: keeping the rows
     of other models already there, ``merge_rows``)."""
-    from scripts.model_table import write_between_markers
+    from scripts.model_table import write_atomically, write_between_markers
 
     with open(path) as f:
         text = f.read()
@@ -529,8 +529,7 @@ def write_readme(table: str, block: str, path: str = README, merge: bool = False
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if merge and start in text and end in text:
         table = merge_rows(text.split(start, 1)[1].split(end, 1)[0].strip("\n"), table)
-    with open(path, "w") as f:
-        f.write(write_between_markers(text, table, start, end))
+    write_atomically(path, write_between_markers(text, table, start, end))
 
 
 def main(argv=None):
