@@ -495,3 +495,15 @@ def test_default_attention_is_cudnn_only_for_plain_low_precision_attention_on_nv
     assert attention.resolve_implementation(None, q16, bias=jnp.zeros((1, 12, 197, 197))) == "xla"
     assert attention.resolve_implementation(None, q16, is_causal=True) == "xla"
     assert attention.resolve_implementation(None, jnp.zeros((1, 9, 2, 12), jnp.bfloat16)) == "xla"
+
+
+def test_traced_platform_follows_compile_target():
+    from jaxbones.layers import attention
+    from jaxbones.layers.platform import compile_target, traced_platform
+
+    assert traced_platform() == "cpu"
+    q16 = jnp.zeros((1, 197, 12, 64), jnp.bfloat16)
+    with compile_target("gpu"):
+        assert traced_platform() == "gpu"
+    with compile_target("tpu"):  # an AOT compile for a TPU never picks cuDNN
+        assert attention.resolve_implementation(None, q16) == "xla"

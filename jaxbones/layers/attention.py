@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbones.layers.linear import Dense
+from jaxbones.layers.platform import traced_platform
 
 # timm's ViT init for Linear layers (trunc_normal std 0.02)
 _dense_init = nn.initializers.truncated_normal(0.02)
@@ -25,8 +26,11 @@ IMPLEMENTATIONS = (None, "xla", "cudnn")
 
 
 def _on_nvidia_gpu() -> bool:
-    device = jax.devices()[0]
-    return device.platform == "gpu" and "nvidia" in device.device_kind.lower()
+    """Whether the program being traced runs on this host's GPUs and they are NVIDIA's (an
+    AOT compile for another platform, ``compile_target``, does not)."""
+    if traced_platform() != "gpu":
+        return False
+    return "nvidia" in jax.devices()[0].device_kind.lower()
 
 
 def resolve_implementation(implementation, q, *, bias=None, mask=None, is_causal=False):

@@ -53,8 +53,7 @@ def batch_norm_train(x, scale, bias, eps):
 
 
 def _batch_norm_train_fwd(x, scale, bias, eps):
-    mean, var = _batch_stats(x)
-    y = _normalize(x, mean, var, eps) * scale + bias
+    y, mean, var = batch_norm_train(x, scale, bias, eps)
     return (y, mean, var), (x, mean, var, scale)
 
 
