@@ -1,7 +1,7 @@
 """Input-pipeline throughput: images/s per host for the ImageNet train and eval transforms.
 
     python -m scripts.bench_input [--num_images 384] [--workers 0 2] [--batch 32]
-        [--image_size 224] [--source_size 500 375] [--repeats 3] [--compare 200]
+        [--image_size 224] [--source_size 500 375] [--repeats 3] [--compare 200] [--torch]
 
 Builds (once, in a temp dir) a synthetic tfds ArrayRecord dataset of JPEG-encoded RGB images
 (``--source_size``, default ImageNet's typical 500x375 and 375x500, quality 90), read
@@ -11,12 +11,21 @@ warm-up batch:
                         the torchvision-exact decode (full JPEG, crop, resize)
   train rrc+flip draft  the same with ``augment={"jpeg_draft": True}`` (reduced-size DCT
                         decoding where the crop keeps >= image_size pixels per side)
+  ... uint8             the same with ``image_dtype='uint8'``: pixels, normalised later by
+                        the train step on the device (not timed here)
   train +ra+reprob      RandAugment rand-m9-mstd0.5 + random erasing 0.25
   eval R/S              `make_eval_iterator`: resize floor(S / 0.875), centre crop S
-The settings run interleaved, ``--repeats`` rounds (exact, draft, ..., exact, draft, ...),
-so a change of machine load hits all of them; each row gives the best and the median
-round. The 1-minute load average is printed before and after: rows measured while it
-exceeded the core count are not results.
+``--torch`` adds the same work in torchvision, read from the same JPEG bytes written once
+as an ``ImageFolder`` tree and loaded by a ``DataLoader`` with the same batch and number of
+workers: RandomResizedCrop + RandomHorizontalFlip (bilinear), timm's ``create_transform``
+with the same RandAugment and random erasing, and Resize + CenterCrop for eval, each
+followed by ToTensor + Normalize (float32 batches, as jaxbones yields).
+The settings run interleaved, ``--repeats`` rounds (exact, torch, draft, ..., exact, torch,
+draft, ...), so a change of machine load hits all of them; each row gives the median and
+the best round, and a torch setting's row the jaxbones/torch ratio of the medians. The
+1-minute load average is printed before and after: rows measured while it exceeded the
+core count are not results. ``--cores N`` pins the benchmark and its worker processes to N
+cores (per-core rates: grain's read threads would otherwise use every core).
 
 ``--compare N`` checks the draft option's output on the first N images (seed i for image
 i) against the exact path's: the random draws (hence crop boxes and flips) must be the
@@ -39,6 +48,8 @@ import numpy as np
 from jaxbones import data
 from jaxbones.data.synthetic import SyntheticJpeg
 
+TORCH = "(torchvision)"
+
 
 def _time(it, batch: int, num_images: int) -> float:
     it = iter(it)
@@ -52,6 +63,63 @@ def _time(it, batch: int, num_images: int) -> float:
             break
         n += batch
     return n / (time.perf_counter() - start)
+
+
+def write_image_folder(data_dir: str, root: str) -> str:
+    """The synthetic JPEGs as torchvision's ImageFolder tree (root/<label>/<index>.jpg), once."""
+    done = os.path.join(root, ".complete")
+    if os.path.exists(done):
+        return root
+    src = data.open_source("synthetic_jpeg", "train", data_dir, encoded_images=True)
+    for i in range(len(src)):
+        rec = src[i]
+        folder = os.path.join(root, f"{int(rec['label']):04d}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{i:06d}.jpg"), "wb") as f:
+            f.write(rec["image"])
+    open(done, "w").close()
+    return root
+
+
+def torch_loaders(root: str, size: int, batch: int) -> dict:
+    """Setting name -> (workers -> DataLoader iterable) for the torchvision counterparts."""
+    import timm.data
+    import torch
+    import torchvision
+    from torchvision import transforms as T
+
+    from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
+
+    # one thread, as in each DataLoader worker: with workers=0 the transforms run in this
+    # process, where torch's default thread pool only contends with the timing loop
+    torch.set_num_threads(1)
+    tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    bilinear = T.InterpolationMode.BILINEAR
+    pipelines = {
+        "train rrc+flip": T.Compose(
+            [T.RandomResizedCrop(size, interpolation=bilinear), T.RandomHorizontalFlip(), *tail]
+        ),
+        "train +ra+reprob": timm.data.create_transform(
+            size,
+            is_training=True,
+            interpolation="bilinear",
+            auto_augment="rand-m9-mstd0.5",
+            re_prob=0.25,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ),
+        f"eval {math.floor(size / 0.875)}/{size}": T.Compose(
+            [T.Resize(math.floor(size / 0.875), interpolation=bilinear), T.CenterCrop(size), *tail]
+        ),
+    }
+
+    def loader(transform):
+        dataset = torchvision.datasets.ImageFolder(root, transform=transform)
+        return lambda w: torch.utils.data.DataLoader(
+            dataset, batch_size=batch, shuffle=True, num_workers=w, drop_last=True
+        )
+
+    return {name: loader(t) for name, t in pipelines.items()}
 
 
 def compare_draft(data_dir: str, image_size: int, num: int) -> dict:
@@ -111,7 +179,13 @@ def main(argv=None):
         "--settings", default="", help="comma-separated name prefixes to run (default all)"
     )
     p.add_argument("--data_dir", default=None, help="default: a temp dir")
+    p.add_argument("--torch", action="store_true", help="also time torchvision's DataLoader")
+    p.add_argument(
+        "--cores", type=int, default=0, help="run on this many cores only (0: all; Linux)"
+    )
     args = p.parse_args(argv)
+    if args.cores:  # inherited by worker processes: both pipelines get the same cores
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench_input_")
     SyntheticJpeg.SIZE = tuple(args.source_size)
     builder = SyntheticJpeg(data_dir=data_dir, file_format="array_record")
@@ -123,26 +197,43 @@ def main(argv=None):
     common = {"global_batch_size": args.batch, "image_size": size, "data_dir": data_dir}
     one = {"process_index": 0, "process_count": 1}
 
-    def train(augment):
+    def train(augment, image_dtype="float32"):
         return lambda w: data.make_train_iterator(
-            "synthetic_jpeg", worker_count=w, augment=augment, **one, **common
+            "synthetic_jpeg",
+            worker_count=w,
+            augment=augment,
+            image_dtype=image_dtype,
+            **one,
+            **common,
         )
 
     settings = {
         "train rrc+flip": train(None),
+        "train rrc+flip uint8": train(None, "uint8"),
         "train rrc+flip draft": train({"jpeg_draft": True}),
+        "train rrc+flip draft uint8": train({"jpeg_draft": True}, "uint8"),
         "train +ra+reprob": train({"randaugment": "rand-m9-mstd0.5", "reprob": 0.25}),
         f"eval {math.floor(size / 0.875)}/{size}": lambda w: data.make_eval_iterator(
             "synthetic_jpeg", split="train", worker_count=w, **one, **common
         ),
     }
+    if args.torch:
+        root = write_image_folder(data_dir, os.path.join(data_dir, "image_folder"))
+        loaders = torch_loaders(root, size, args.batch)
+        settings = {  # each jaxbones setting followed by its torchvision counterpart
+            key: make
+            for name, jax_make in settings.items()
+            for key, make in [(name, jax_make)]
+            + ([(f"{name} {TORCH}", loaders[name])] if name in loaders else [])
+        }
     if args.settings:
         wanted = tuple(s.strip() for s in args.settings.split(","))
         settings = {k: v for k, v in settings.items() if k.startswith(wanted)}
-    cores = os.cpu_count()
+    cores = os.cpu_count()  # the load average counts the whole machine
     load0 = os.getloadavg()[0]
     print(
-        f"source {args.source_size[0]}x{args.source_size[1]} JPEGs -> {size} px; load {load0:.2f}"
+        f"source {args.source_size[0]}x{args.source_size[1]} JPEGs -> {size} px; load {load0:.2f};"
+        f" on {len(os.sched_getaffinity(0))} of {cores} cores"
     )
     rates = collections.defaultdict(list)
     for _ in range(args.repeats):
@@ -151,10 +242,15 @@ def main(argv=None):
                 rates[name, w].append(_time(make(w), args.batch, args.num_images))
     load1 = os.getloadavg()[0]
     print(
-        f"{'transform':<22} {'workers':>7} {'median':>8} {'images/s':>9}  (best of {args.repeats})"
+        f"{'transform':<32} {'workers':>7} {'median':>8} {'best':>8} {'jax/torch':>9}"
+        f"  (images/s, {args.repeats} rounds)"
     )
     for (name, w), r in rates.items():
-        print(f"{name:<22} {w:>7} {statistics.median(r):>8.1f} {max(r):>9.1f}")
+        ratio = ""
+        if name.endswith(TORCH) and (name[: -len(TORCH) - 1], w) in rates:
+            ours = statistics.median(rates[name[: -len(TORCH) - 1], w])
+            ratio = f"{ours / statistics.median(r):.2f}x"
+        print(f"{name:<32} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {ratio:>9}")
     loaded = max(load0, load1) > cores
     print(
         f"load average {load0:.2f} -> {load1:.2f} on {cores} cores"

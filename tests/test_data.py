@@ -101,6 +101,36 @@ def test_train_shapes_ranges_determinism(data_dir):
     assert set(mae) == {"image"} and mae["image"].shape == (16, 24, 24, 3)
 
 
+def test_uint8_images_normalised_on_device_equal_host_normalisation(data_dir):
+    """image_dtype='uint8' yields the same pixels the float path normalises: the jitted
+    normalize_pixels gives the float batch bit for bit (RGB and grayscale, RandAugment on),
+    and random erasing, which needs float images, is refused naming the fix."""
+    kw = {"global_batch_size": 16, "image_size": 24, "data_dir": data_dir, "process_count": 1}
+    kw["process_index"] = 0
+    for extra in ({}, {"mean": (0.5,), "std": (0.25,)}):
+        aug = {"randaugment": "rand-m9-mstd0.5"}
+        floats = next(data.make_train_iterator("digits", seed=5, augment=aug, **extra, **kw))
+        pixels = next(
+            data.make_train_iterator(
+                "digits", seed=5, augment=aug, image_dtype="uint8", **extra, **kw
+            )
+        )
+        assert pixels["image"].dtype == np.uint8
+        np.testing.assert_array_equal(pixels["label"], floats["label"])
+        mean, std = (
+            extra.get("mean", pipeline.IMAGENET_MEAN),
+            extra.get("std", pipeline.IMAGENET_STD),
+        )
+        on_device = jax.jit(data.normalize_pixels, static_argnums=(1, 2))(
+            pixels["image"], tuple(mean), tuple(std)
+        )
+        np.testing.assert_array_equal(np.asarray(on_device), floats["image"])
+    with pytest.raises(ValueError, match="image_dtype='float32' or reprob=0"):
+        data.make_train_iterator("digits", augment={"reprob": 0.25}, image_dtype="uint8", **kw)
+    with pytest.raises(ValueError, match="use one of"):
+        data.make_train_iterator("digits", image_dtype="float16", **kw)
+
+
 def test_iterator_save_restore(data_dir):
     kw = {"global_batch_size": 8, "image_size": 16, "data_dir": data_dir, "process_index": 0}
     it = data.make_train_iterator("digits", process_count=1, seed=1, **kw)

@@ -95,14 +95,26 @@ def test_encoded_jpeg_path(jpeg_dir):
 
 
 def test_bench_input_runs(jpeg_dir, capsys):
-    bench_input.main(
-        ["--data_dir", jpeg_dir, "--num_images", "8", "--batch", "4", "--workers", "0"]
-        + ["--image_size", "64"]
-    )
+    cores = os.sched_getaffinity(0)
+    try:
+        bench_input.main(
+            ["--data_dir", jpeg_dir, "--num_images", "8", "--batch", "4", "--workers", "0"]
+            + ["--image_size", "64", "--torch", "--cores", "1"]
+        )
+        assert len(os.sched_getaffinity(0)) == 1
+    finally:  # the rest of this test process keeps its cores
+        os.sched_setaffinity(0, cores)
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("train", "eval"))]
-    assert len(rows) == 4 and all(float(r[-1]) > 0 for r in rows), out
-    assert [r for r in rows if r[:2] == ["eval", "73/64"]], out
+    rows = {  # name -> (median, best, jaxbones/torch ratio or None)
+        line[:32].strip(): line[32:].split()[1:]
+        for line in out.splitlines()
+        if line.startswith(("train", "eval"))
+    }
+    ours = ["train rrc+flip", "train +ra+reprob", "eval 73/64"]
+    extra = ["train rrc+flip uint8", "train rrc+flip draft", "train rrc+flip draft uint8"]
+    assert set(rows) == {*ours, *extra, *(f"{n} {bench_input.TORCH}" for n in ours)}, out
+    assert all(float(r[0]) > 0 and float(r[1]) > 0 for r in rows.values()), out
+    assert all(rows[f"{n} {bench_input.TORCH}"][2].endswith("x") for n in ours), out
     # 500x375 JPEGs cropped to 64 px: most crops keep >= 128 px per side and decode reduced
     got = bench_input.compare_draft(jpeg_dir, 64, 6)
     assert got["images"] == got["same_random_draws"] == 6, got

@@ -99,6 +99,34 @@ def test_one_vs_eight_devices_data_parallel_and_fsdp():
     assert l1[-1] < l1[0]
 
 
+def test_uint8_images_train_as_their_host_normalised_floats():
+    # config.image_dtype='uint8': the step normalises with the config's mean and std, so the
+    # run equals one fed the host's float32 normalisation of the same pixels
+    from jaxbones.data import transforms
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 32, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (2, 32)).astype(np.int32)
+    cfg = _cfg(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    floats = [
+        {"image": transforms.normalize(p, cfg.mean, cfg.std), "label": y}
+        for p, y in zip(pixels, labels, strict=True)
+    ]
+    ints = [{"image": p, "label": y} for p, y in zip(pixels, labels, strict=True)]
+    sf, lf, _ = _train(cfg, jax.devices()[:1], floats)
+    si, li, _ = _train(cfg, jax.devices()[:1], ints)
+    assert lf == li
+    chex.assert_trees_all_equal(sf.params, si.params)
+    with pytest.raises(ValueError, match="resolve_config"):
+        _train(_cfg(), jax.devices()[:1], ints[:1])
+    # what an AOT compile lowers with: uint8 for a tfds dataset, float32 for in-memory data
+    from jaxbones.train.inputs import batch_shapes
+
+    tfds_cfg = _cfg(dataset="digits", image_dtype="uint8")
+    assert batch_shapes(tfds_cfg)["image"].dtype == np.uint8
+    assert batch_shapes(_cfg(dataset="synthetic", image_dtype="uint8"))["image"].dtype == np.float32
+
+
 def test_step_retrace_detected():
     # every _train call runs its steps under chex.assert_max_traces(n=1); a different batch
     # shape would re-trace the step, which the wrapper reports

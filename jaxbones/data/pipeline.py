@@ -25,7 +25,26 @@ from jaxbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from jaxbones.data import datasets, transforms
 from jaxbones.data.stream import TrainStream
 
-__all__ = ["make_eval_iterator", "make_train_iterator", "per_process_batch_size"]
+__all__ = [
+    "IMAGE_DTYPES",
+    "make_eval_iterator",
+    "make_train_iterator",
+    "normalize_pixels",
+    "per_process_batch_size",
+]
+
+# what the train iterator yields as "image": 'float32' normalised on the host (the default),
+# or 'uint8' pixels that the train step normalises on the device with `normalize_pixels`
+# (a quarter of the bytes from the workers and to the device, and no float pass per image
+# on the host; timm's PrefetchLoader does the same on the GPU)
+IMAGE_DTYPES = ("float32", "uint8")
+
+
+def normalize_pixels(images, mean, std):
+    """uint8 pixels [..., C] -> float32 (x / 255 - mean) / std, traceable: the device's half
+    of ``image_dtype='uint8'``; equal bit for bit to the host's ``transforms.normalize``."""
+    offset, scale = transforms.pixel_affine(mean, std)
+    return (images.astype(np.float32) - offset) * scale
 
 
 # augment defaults per task; `rrc=False` replaces the random resized crop by a plain resize
@@ -163,6 +182,7 @@ class _TrainTransform(grain.transforms.RandomMap):
     cfg: dict
     mask_key: tuple = ("mask", 0)  # feature name, offset added to the mask values
     max_boxes: int = 100  # detection: ground-truth rows per example
+    image_dtype: str = "float32"  # IMAGE_DTYPES
 
     def __post_init__(self):
         ra = self.cfg.get("randaugment")
@@ -194,9 +214,12 @@ class _TrainTransform(grain.transforms.RandomMap):
             img = self._ra(img, rng)
         if len(self.mean) == 1:  # grayscale model input: 1 channel
             img = img.convert("L")
-        x = transforms.normalize(img, self.mean, self.std)
-        if cfg.get("reprob", 0) > 0:
-            x = transforms.random_erasing(x, rng, cfg["reprob"])
+        if self.image_dtype == "uint8":
+            x = transforms.pixels(img)
+        else:
+            x = transforms.normalize(img, self.mean, self.std)
+            if cfg.get("reprob", 0) > 0:
+                x = transforms.random_erasing(x, rng, cfg["reprob"])
         out = {"image": x}
         if self.task == "classification":
             out["label"] = np.int32(element["label"])
@@ -283,6 +306,7 @@ def make_train_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
     max_boxes: int = 100,
+    image_dtype: str = "float32",
 ):
     """Iterator over this process's part of each global training batch (see module doc).
 
@@ -294,8 +318,17 @@ def make_train_iterator(
     `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
     for classification randaugment ('rand-m9-mstd0.5') and reprob, for classification and
     mae jpeg_draft: reduced-size JPEG decoding, see ``_AUGMENT_DEFAULTS``).
+    ``image_dtype='uint8'`` yields "image" as uint8 pixels for the consumer to normalise
+    with ``normalize_pixels(images, mean, std)`` (see ``IMAGE_DTYPES``).
     """
     cfg = _augment_config(task, augment)
+    if image_dtype not in IMAGE_DTYPES:
+        raise ValueError(f"image_dtype {image_dtype!r}: use one of {IMAGE_DTYPES}")
+    if image_dtype == "uint8" and cfg.get("reprob", 0) > 0:
+        raise ValueError(
+            "random erasing (augment reprob) fills with N(0, 1) noise in normalised units, "
+            "which uint8 pixels cannot hold: use image_dtype='float32' or reprob=0"
+        )
     pi, pc = _processes(process_index, process_count)
     batch = per_process_batch_size(global_batch_size, pc)
     source = datasets.open_source(dataset, split, data_dir, encoded_images=True)
@@ -313,6 +346,7 @@ def make_train_iterator(
             cfg,
             datasets.mask_key(dataset),
             max_boxes,
+            image_dtype,
         ),
         global_batch_size=global_batch_size,
         seed=seed,

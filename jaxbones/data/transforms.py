@@ -37,6 +37,8 @@ __all__ = [
     "draft_crop_resize",
     "hflip",
     "normalize",
+    "pixel_affine",
+    "pixels",
     "random_erasing",
     "random_resized_crop",
     "resize_center_crop",
@@ -204,13 +206,28 @@ def hflip(img):
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
+def pixel_affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale), float32 per channel, that take uint8 pixels x to
+    (x / 255 - mean) / std as (x - offset) * scale: the one formula of the host's
+    ``normalize`` and the device's ``jaxbones.data.normalize_pixels``, so they agree bit
+    for bit (a product, because XLA turns division by a constant into one)."""
+    std = np.asarray(std, np.float64)
+    return np.asarray(mean, np.float32) * 255.0, (1.0 / (std * 255.0)).astype(np.float32)
+
+
+def pixels(img) -> np.ndarray:
+    """An image's uint8 pixels, [H, W, C] (a grayscale image gets C = 1)."""
+    x = np.asarray(img)
+    return x[..., None] if x.ndim == 2 else x
+
+
 def normalize(img, mean, std) -> np.ndarray:
     """uint8 image -> float32 (x / 255 - mean) / std, [H, W, C]."""
-    x = np.asarray(img, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[..., None]
-    scale = np.asarray(std, np.float32) * 255.0
-    return (x - np.asarray(mean, np.float32) * 255.0) / scale
+    offset, scale = pixel_affine(mean, std)
+    x = pixels(img).astype(np.float32)  # a new array, updated in place: the same two
+    x -= offset  # float32 operations as (x - offset) * scale, without two temporaries
+    x *= scale
+    return x
 
 
 def random_erasing(x, rng, prob=0.25, min_area=0.02, max_area=1 / 3, min_aspect=0.3):

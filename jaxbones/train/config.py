@@ -14,7 +14,7 @@ Attributes of the config (the important ones):
     of the checkpoint's values (a new head for the checkpoint's own classes).
   task: a name registered in ``jaxbones.train.tasks.TASKS``: 'classification',
     'classification_frozen', 'linprobe', 'mae', 'segmentation' or 'clip' built in.
-  dataset, data_dir, image_size, num_classes, augment, mixup/cutmix: the input.
+  dataset, data_dir, image_size, num_classes, augment, image_dtype, mixup/cutmix: the input.
   image_size, mean, std, interpolation, crop_pct, crop_mode: unset (-1, (), '') take the
     pretrained tag's values, else the registry entry's (``jaxbones.data.settings``).
   global_batch_size: the only batch knob; per-host and per-device sizes are derived.
@@ -67,6 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.crop_pct = -1.0
     c.crop_mode = ""  # center | squash | border (timm's eval crop modes)
     c.augment = ml_collections.ConfigDict()
+    # 'uint8': the train input yields pixels and the train step normalises them on the device
+    # (jaxbones.data.IMAGE_DTYPES); evaluation input stays float32
+    c.image_dtype = "float32"
     c.worker_count = 0
     c.synthetic_size = 512  # examples in the 'synthetic' dataset
     # Batch / schedule length.

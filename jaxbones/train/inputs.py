@@ -108,14 +108,17 @@ IN_MEMORY_DATASETS: dict = {}
 def batch_shapes(config, channels: int = 3) -> dict:
     """``{key: jax.ShapeDtypeStruct}`` of one global train batch of ``config`` (resolved:
     ``image_size`` set), as ``jaxbones.data.make_train_iterator`` and the in-memory datasets
-    yield it for the task: image float32 [B, S, S, C] always; classification (and its
+    yield it for the task: image [B, S, S, C] float32 (uint8 with ``image_dtype='uint8'``
+    and a tfds dataset); classification (and its
     variants) label int32 [B]; segmentation mask int32 [B, S, S]; detection boxes float32
     [B, M, 4], labels int32 [B, M], box_valid bool [B, M] (M = ``detection.max_boxes``);
     clip text int32 [B, context_length]."""
     from jaxbones.train.tasks import Classification, get_task
 
     b, s = config.global_batch_size, config.image_size
-    out = {"image": ((b, s, s, channels), np.float32)}
+    in_memory = config.dataset.startswith("synthetic") or config.dataset in IN_MEMORY_DATASETS
+    pixels = config.image_dtype == "uint8" and not in_memory
+    out = {"image": ((b, s, s, channels), np.uint8 if pixels else np.float32)}
     if isinstance(get_task(config.task), Classification):
         out["label"] = ((b,), np.int32)
     elif config.task == "segmentation":
@@ -185,6 +188,7 @@ def make_iterators(config, num_classes_hint: int = 10):
         seed=config.seed,
         augment=config.augment.to_dict() or None,
         worker_count=config.worker_count,
+        image_dtype=config.image_dtype,
         **common,
     )
     eval_iter = make_eval_iterable(config, config.eval_split) if config.eval_split else None

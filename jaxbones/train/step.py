@@ -9,7 +9,9 @@ draws the same numbers), bad_steps (non-finite steps skipped so far).
 ``(state, batch) -> (state, metrics)``: gradient accumulation as a ``lax.scan`` over
 ``config.accum_steps`` micro-batches (example i goes to micro-batch i % k, so every
 micro-batch stays spread over all batch shards), an update that is skipped when the loss or the
-gradient norm is not finite, and an EMA of the parameters. ``make_eval_step`` returns
+gradient norm is not finite, and an EMA of the parameters; uint8 images (the input's
+``image_dtype='uint8'``) are normalised with the resolved config's mean and std first.
+``make_eval_step`` returns
 ``(state, batch) -> sums``.
 """
 
@@ -22,6 +24,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxbones.data.pipeline import normalize_pixels
 from jaxbones.train.sharding import BATCH_AXES
 
 
@@ -76,6 +79,13 @@ def make_train_step(task, model, tx, schedule, config, mesh):
         batch = jax.tree_util.tree_map(
             lambda x: jax.lax.with_sharding_constraint(x, batch_sh) if x.ndim else x, batch
         )
+        if batch["image"].dtype == jnp.uint8:  # config.image_dtype='uint8' input
+            if not (config.mean and config.std):
+                raise ValueError(
+                    "uint8 images are normalised with config.mean and config.std, which are "
+                    "unset: resolve the config first (jaxbones.train.pretrained.resolve_config)"
+                )
+            batch = {**batch, "image": normalize_pixels(batch["image"], config.mean, config.std)}
         rng = jax.random.fold_in(state.rng, state.step)
         if accum == 1:
             (loss, (metrics, bs)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
