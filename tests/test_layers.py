@@ -22,6 +22,7 @@ from helpers import (
     randomize_,
     to_nchw,
 )
+from jax import lax
 
 import jaxbones
 from jaxbones.layers import (
@@ -108,6 +109,42 @@ def test_pointwise_conv_is_a_matmul_with_conv_parameters(stride):
     np.testing.assert_allclose(grads[1], nhwc(tx.grad), rtol=1e-4, atol=1e-4)
     gw = grads[0]["params"]["kernel"]
     np.testing.assert_allclose(gw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel, stride, padding, dilation",
+    [
+        ((2, 4, 4, 256), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),  # >= 256 channels
+        ((2, 3, 3, 16), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # 2x2 output pixels
+        ((2, 7, 6, 256), (3, 3), (1, 2), ((2, 2), (0, 1)), (2, 2)),  # dilated, asymmetric
+        ((1, 5, 4, 8), (5, 3), (1, 1), ((0, 0), (1, 1)), (1, 1)),  # 1x4 output pixels
+    ],
+)
+def test_conv_as_a_product_over_patches_equals_the_convolution(
+    x_shape, kernel, stride, padding, dilation
+):
+    """The CPU's patches product (``_patches_pay`` picks it) equals XLA's convolution,
+    forward and both gradients, to float32 rounding, and really replaces it."""
+    from jaxbones.layers.conv import conv_general_dilated
+
+    x = jnp.asarray(images(x_shape))
+    w = jnp.asarray(images((*kernel, x_shape[-1], 8))) * 0.1
+    dims = ("NHWC", "HWIO", "NHWC")
+    ours = lambda x, w: conv_general_dilated(
+        x, w, stride, padding, rhs_dilation=dilation, dimension_numbers=dims
+    )
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, stride, padding, rhs_dilation=dilation, dimension_numbers=dims
+    )
+    assert "conv_general_dilated" not in str(
+        jax.make_jaxpr(jax.grad(lambda x, w: ours(x, w).sum()))(x, w)
+    )
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
+    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
 
 
 def test_cpu_only_formulations_stay_out_of_programs_traced_for_other_platforms():

@@ -46,6 +46,70 @@ def _is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_gr
     return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
+PATCHES_MAX_BYTES = 2**28  # 256 MiB; the largest measured case (56x56x256, batch 8) is 231 MB
+
+
+def _patches_pay(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, groups):
+    """Whether a kxk convolution runs faster on XLA's CPU backend as one matrix product over
+    its patches (``_patches_product``). Measured, forward + backward, 3x3 kernels: XLA's
+    convolution falls to about 4 GFLOP/s when the output has at most 2x2 pixels (ResNet-18 at
+    32 px, batch 128: 256 channels at 2x2 441 vs 25 ms, the stride-2 4x4 -> 2x2 158 vs 13 ms;
+    512 channels at 1x1 185 vs 25 ms), and from 256 input channels the product wins at the
+    ResNet-50/VGG shapes (batch 8: 7x7x512 147 vs 74 ms, 14x14x256 94 vs 79 ms, 28x28x512
+    3.3 vs 1.5 s, 56x56x256 2.8 vs 1.7 s; lost only 4x4x256 at batch 128, 0.91x). With 64 or
+    128 channels and more than 2x2 output pixels the convolution is as fast or faster
+    (56x56x64: 110 vs 254 ms), so those keep it."""
+    if lhs.ndim != 4 or groups != 1 or rhs.shape[:2] == (1, 1):
+        return False
+    if isinstance(padding, str) or (lhs_dilation is not None and any(d != 1 for d in lhs_dilation)):
+        return False
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+        return False
+    height, width = _out_size(lhs, rhs, strides, padding, rhs_dilation)
+    patch_bytes = lhs.shape[0] * height * width * rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
+    patch_bytes *= lhs.dtype.itemsize
+    # the patches are a copy the convolution does not need: bounded so that a large image
+    # (a UNet at 512 px) does not trade memory for speed beyond the sizes measured above
+    return (rhs.shape[2] >= 256 or height * width <= 4) and patch_bytes <= PATCHES_MAX_BYTES
+
+
+def _out_size(lhs, rhs, strides, padding, rhs_dilation):
+    """Output (height, width) of an NHWC/HWIO convolution with explicit padding."""
+    dil = rhs_dilation or (1, 1)
+    return tuple(
+        (lhs.shape[1 + a] + sum(padding[a]) - dil[a] * (rhs.shape[a] - 1) - 1) // strides[a] + 1
+        for a in (0, 1)
+    )
+
+
+def _patches_product(lhs, rhs, strides, padding, rhs_dilation, precision):
+    """An NHWC/HWIO convolution as one ``dot_general``: the kh * kw shifted (strided, dilated)
+    views of the padded input side by side on the channel axis, times the kernel reshaped to
+    [kh * kw * C, O] (the same products as the convolution; float32 summation order aside).
+    Its gradients are a product and the transpose of slices (pads), which XLA's CPU backend
+    runs at matrix-multiply speed."""
+    kh, kw, c, o = rhs.shape
+    dh, dw = rhs_dilation or (1, 1)
+    sh, sw = strides
+    x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    ho, wo = _out_size(lhs, rhs, strides, padding, rhs_dilation)
+    views = [
+        lax.slice(
+            x,
+            (0, i * dh, j * dw, 0),
+            (x.shape[0], i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1, c),
+            (1, sh, sw, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(views, axis=-1)
+    return lax.dot_general(
+        patches, rhs.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())), precision=precision
+    )
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -58,22 +122,34 @@ def conv_general_dilated(
     precision=None,
     **kwargs,
 ):
-    """``lax.conv_general_dilated`` that computes 1x1 convolutions as ``dot_general`` on CPU.
+    """``lax.conv_general_dilated`` that computes 1x1 convolutions, and the kxk convolutions
+    ``_patches_pay`` picks, as ``dot_general`` on CPU.
 
     XLA's CPU convolution gradients of a 1x1 kernel cost 2-4x those of the same product as a
     matrix multiply (ResNet-50 shapes, batch 8: 56x56x256->64 fwd+bwd 134 vs 50 ms; the
     stride-2 downsample 56x56x256->512 524 vs 134 ms), and two thirds of ResNet-50's
     convolutions are 1x1. The stride becomes a slice before the product, whose gradient is a
-    scatter into zeros instead of a strided-convolution transpose. Same products, so results
-    differ from the convolution only by float32 summation order. Other backends keep the
-    convolution: the rewrite was measured on CPU only.
+    scatter into zeros instead of a strided-convolution transpose. Larger kernels become a
+    product over patches (``_patches_product``). Same products, so results differ from the
+    convolution only by float32 summation order. Other backends keep the convolution: the
+    rewrites were measured on CPU only.
     """
-    if traced_for_cpu() and _is_pointwise(
-        lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count
-    ):
+    args = (lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count)
+    if traced_for_cpu() and _is_pointwise(*args):
         sh, sw = window_strides
         x = lhs[:, ::sh, ::sw] if (sh, sw) != (1, 1) else lhs
         return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+    if traced_for_cpu() and _patches_pay(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation,
+        rhs_dilation,
+        dimension_numbers,
+        feature_group_count,
+    ):
+        return _patches_product(lhs, rhs, window_strides, padding, rhs_dilation, precision)
     return lax.conv_general_dilated(
         lhs,
         rhs,
