@@ -105,10 +105,12 @@ def test_fashion_mnist_recipe_is_the_torch_scripts():
     assert tuple(ref.conv1.weight.shape) == (64, 1, 7, 7)
 
 
-@pytest.mark.slow  # 88 ResNet-18 steps at 32 px: ~2 min on 2 idle CPU cores
+@pytest.mark.slow  # 66 ResNet-18 steps at 32 px: ~2 min on 2 busy CPU cores
 def test_quickstart_reaches_95_percent(tmp_path):
     # README's first command as a user runs it: its own process on one CPU device (this
-    # session's 8 fake devices would only add cross-device overhead on 2 cores)
+    # session's 8 fake devices would only add cross-device overhead on 2 cores), with the
+    # schedule shortened from 4 to 3 epochs (66 steps, cosine to the end): measured 97.8%,
+    # 98.3% and 98.6% test accuracy at seeds 0, 1, 2 (4 epochs: 98.9%), above the 95% floor
     import json
     import subprocess
     import sys
@@ -122,6 +124,7 @@ def test_quickstart_reaches_95_percent(tmp_path):
         f"--config.workdir={tmp_path}",
         f"--config.data_dir={tmp_path / 'data'}",
         "--config.progress=false",
+        "--config.num_epochs=3",
     ]
     p = subprocess.run(
         cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=1500

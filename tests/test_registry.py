@@ -3,6 +3,7 @@ every registered model has an exact parameter-count test and a parity test."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from helpers import fast_jit, registered_in_tests
 
@@ -88,6 +89,7 @@ def test_forward_backward_every_model(name):
             jnp.sum(jnp.square(o.astype(jnp.float32))) for o in jax.tree_util.tree_leaves(out)
         )
 
-    value, grads = fast_jit(jax.value_and_grad(loss))(variables["params"])
-    assert jnp.isfinite(value)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+    value, grads = jax.device_get(fast_jit(jax.value_and_grad(loss))(variables["params"]))
+    # checked in numpy: an eager jnp.isfinite compiles a program per leaf shape (seconds each)
+    assert np.isfinite(value)
+    assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))

@@ -35,7 +35,7 @@ BASE = [
 ]
 
 
-def _launch(workdir, *extra, devices=8, cache=None, timeout=900, env_extra=None, wait=True):
+def _launch(workdir, *extra, devices=2, cache=None, timeout=900, env_extra=None, wait=True):
     args = [*BASE, f"--config.workdir={workdir}", f"--config.compile_cache={cache or ''}", *extra]
     p = subprocesses.start("jaxbones.launch", args, devices, env_extra)
     if not wait:
@@ -105,7 +105,7 @@ def test_restore_onto_another_device_count(reference, tmp_path):
 
     wd = str(tmp_path / "four")
     shutil.copytree(reference["workdir"], wd)
-    for s in (STEPS, STEPS - 2):  # resume the 8-device run's step-4 checkpoint on 4 devices
+    for s in (STEPS, STEPS - 2):  # resume the 2-device run's step-4 checkpoint on 4 devices
         shutil.rmtree(os.path.join(wd, "checkpoints", str(s)))
     os.remove(os.path.join(wd, "metrics.jsonl"))
     rc, out = _launch(wd, devices=4)

@@ -25,9 +25,10 @@ def save_mae_reconstruction(model, variables, images, path, mean, std, seed=0):
     import matplotlib.pyplot as plt
 
     images = np.asarray(images[:4], np.float32)
-    loss, pred, mask = model.apply(
-        variables, images, train=False, rngs={"mask": jax.random.PRNGKey(seed)}
-    )
+    # one compiled program: applied eagerly, each of the model's primitives (over a thousand
+    # for a small ViT) compiles on its own
+    apply = jax.jit(lambda v, x, key: model.apply(v, x, train=False, rngs={"mask": key}))
+    loss, pred, mask = apply(variables, images, jax.random.PRNGKey(seed))
     pred, mask = np.asarray(pred, np.float32), np.asarray(mask, np.float32)
     b, hh, ww, c = images.shape
     p = model.patch_size
