@@ -22,10 +22,15 @@ with the same RandAugment and random erasing, and Resize + CenterCrop for eval, 
 followed by ToTensor + Normalize (float32 batches, as jaxbones yields).
 The settings run interleaved, ``--repeats`` rounds (exact, torch, draft, ..., exact, torch,
 draft, ...), so a change of machine load hits all of them; each row gives the median and
-the best round, and a torch setting's row the jaxbones/torch ratio of the medians. The
-1-minute load average is printed before and after: rows measured while it exceeded the
-core count are not results. ``--cores N`` pins the benchmark and its worker processes to N
-cores (per-core rates: grain's read threads would otherwise use every core).
+the best round, and a jaxbones row its median over that of the torchvision setting doing the
+same work (``torch_counterpart``: the draft and uint8 options against plain torchvision).
+Rows are appended to ``--out`` (default benchmarks.jsonl; BENCHMARKS.md renders them with
+``python -m scripts.benchmark --render``). The run first waits (``--wait_idle`` seconds at
+most) for the 1-minute load average to fall below the core count; rows that start above it
+are not results (marked ``under_load``). The pipelines' own threads raise the load while
+they run, so the load at the end is printed and recorded (``load_max``) but is not the
+test. ``--cores N`` pins the benchmark and its worker processes to N cores (per-core rates:
+grain's read threads would otherwise use every core).
 
 ``--compare N`` checks the draft option's output on the first N images (seed i for image
 i) against the exact path's: the random draws (hence crop boxes and flips) must be the
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
+import json
 import math
 import os
 import statistics
@@ -47,8 +54,28 @@ import numpy as np
 
 from jaxbones import data
 from jaxbones.data.synthetic import SyntheticJpeg
+from scripts.benchmark import host_info, versions
 
 TORCH = "(torchvision)"
+INPUT_FRAMEWORK = "input-pipeline"  # the rows' `framework` in benchmarks.jsonl
+
+
+def torch_counterpart(name: str) -> str | None:
+    """The torchvision setting doing the same work as jaxbones setting `name` (the draft and
+    uint8 options are other ways to the same crops), None for a torchvision setting."""
+    if name.endswith(TORCH):
+        return None
+    base = name.removesuffix(" uint8").removesuffix(" draft")
+    return f"{base} {TORCH}"
+
+
+def wait_for_idle(cores: int, limit: float) -> float:
+    """Seconds waited (at most `limit`) for the 1-minute load average to fall below `cores`:
+    it decays over about a minute after an earlier run, whose threads it still counts."""
+    start = time.perf_counter()
+    while os.getloadavg()[0] >= cores and time.perf_counter() - start < limit:
+        time.sleep(5)
+    return time.perf_counter() - start
 
 
 def _time(it, batch: int, num_images: int) -> float:
@@ -183,7 +210,12 @@ def main(argv=None):
     p.add_argument(
         "--cores", type=int, default=0, help="run on this many cores only (0: all; Linux)"
     )
+    p.add_argument("--out", default="benchmarks.jsonl", help="JSON lines to append rows to")
+    p.add_argument(
+        "--wait_idle", type=float, default=180, help="seconds to wait for load < cores at most"
+    )
     args = p.parse_args(argv)
+    host = host_info()  # the machine's cores, before pinning
     if args.cores:  # inherited by worker processes: both pipelines get the same cores
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench_input_")
@@ -230,6 +262,7 @@ def main(argv=None):
         wanted = tuple(s.strip() for s in args.settings.split(","))
         settings = {k: v for k, v in settings.items() if k.startswith(wanted)}
     cores = os.cpu_count()  # the load average counts the whole machine
+    waited = wait_for_idle(cores, args.wait_idle)
     load0 = os.getloadavg()[0]
     print(
         f"source {args.source_size[0]}x{args.source_size[1]} JPEGs -> {size} px; load {load0:.2f};"
@@ -242,20 +275,50 @@ def main(argv=None):
                 rates[name, w].append(_time(make(w), args.batch, args.num_images))
     load1 = os.getloadavg()[0]
     print(
-        f"{'transform':<32} {'workers':>7} {'median':>8} {'best':>8} {'jax/torch':>9}"
+        f"{'transform':<32} {'workers':>7} {'median':>8} {'best':>8} {'vs torch':>9}"
         f"  (images/s, {args.repeats} rounds)"
     )
+    # The pipelines' own threads (grain's read threads, the workers) raise the load average
+    # while they run, so the load at the start is the test for other jobs; the highest
+    # sample is recorded as well.
+    loaded = load0 > cores
+    rows = []
     for (name, w), r in rates.items():
-        ratio = ""
-        if name.endswith(TORCH) and (name[: -len(TORCH) - 1], w) in rates:
-            ours = statistics.median(rates[name[: -len(TORCH) - 1], w])
-            ratio = f"{ours / statistics.median(r):.2f}x"
-        print(f"{name:<32} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {ratio:>9}")
-    loaded = max(load0, load1) > cores
+        theirs = rates.get((torch_counterpart(name), w))
+        ratio = statistics.median(r) / statistics.median(theirs) if theirs else None
+        shown = f"{ratio:.2f}x" if ratio else ""
+        print(f"{name:<32} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
+        rows.append(
+            {
+                "date": datetime.date.today().isoformat(),
+                "device": "cpu:cpu",
+                "framework": INPUT_FRAMEWORK,
+                "model": f"synthetic_jpeg {args.source_size[0]}x{args.source_size[1]}",
+                "mode": name,
+                "dtype": None,
+                "batch": args.batch,
+                "img_size": size,
+                "options": f"workers={w},cores={len(os.sched_getaffinity(0))}",
+                "images_per_s": statistics.median(r),
+                "best_images_per_s": max(r),
+                "vs_torch": ratio,
+                "rounds": args.repeats,
+                "loadavg": [load0],
+                "load_max": round(max(load0, load1), 2),
+                "under_load": loaded,
+                "host": host,
+                "versions": versions("grain", "pillow", "numpy", "torch", "torchvision"),
+            }
+        )
     print(
-        f"load average {load0:.2f} -> {load1:.2f} on {cores} cores"
+        f"load average {load0:.2f} at the start (after {waited:.0f} s waiting for it to fall "
+        f"below the cores), {load1:.2f} at the end, on {cores} cores"
         + (" (LOADED: these rates are not results)" if loaded else "")
     )
+    if args.out:
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        print(f"appended {len(rows)} rows to {args.out}; BENCHMARKS.md: scripts.benchmark --render")
     if args.compare:
         print("draft vs exact:", compare_draft(data_dir, size, args.compare))
 

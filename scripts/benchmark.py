@@ -776,6 +776,9 @@ def _cores(host: str) -> int | None:
     return int(m[1]) if m else None
 
 
+NOT_MODEL_ROWS = ("attention-check", "input-pipeline")  # frameworks with their own tables
+
+
 def render(rows: list[dict]) -> str:
     """BENCHMARKS.md text from benchmark rows: per device, the throughput table (JAX next to
     PyTorch), the compile-time table and the knob studies; the knob explanations first."""
@@ -809,15 +812,20 @@ def render(rows: list[dict]) -> str:
     lines += ["", "XLA flags used in studies (verified accepted by jax 0.10's XLA):", ""]
     lines += [f"- `{k}`: {v}" for k, v in XLA_FLAG_DOCS.items()]
     lines += ["", LAYOUT_NOTE, ""]
-    rows = latest_per_setting(rows)
-    devices = sorted({r["device"].split(":", 1)[1] for r in rows})
+    # a row measured under load is no result: it neither shows nor hides an older measurement
+    loaded = [r for r in rows if _under_load(r)]
+    rows = latest_per_setting([r for r in rows if not _under_load(r)])
+    device_of = lambda r: r["device"].split(":", 1)[1]
+    devices = sorted({device_of(r) for r in rows + loaded})
     for device in devices:
-        drows = [r for r in rows if r["device"].split(":", 1)[1] == device]
+        drows = [r for r in rows if device_of(r) == device]
         arows = [r for r in drows if r.get("framework") == "attention-check"]
-        drows = [r for r in drows if r.get("framework") != "attention-check"]
-        kept = [r for r in drows if not _under_load(r)]
-        lines += [f"## {device}", ""] + _machine(drows, len(drows) - len(kept))
-        drows = kept
+        irows = [r for r in drows if r.get("framework") == "input-pipeline"]
+        drows = [r for r in drows if r.get("framework") not in NOT_MODEL_ROWS]
+        dloaded = [
+            r for r in loaded if device_of(r) == device and r.get("framework") not in NOT_MODEL_ROWS
+        ]
+        lines += [f"## {device}", ""] + _machine(drows + dloaded, len(dloaded))
         trows = [r for r in drows if r["mode"] != "compile" and not r.get("study")]
         crows = [r for r in drows if r["mode"] == "compile" and not r.get("study")]
         srows = [r for r in drows if r.get("study")]
@@ -829,7 +837,36 @@ def render(rows: list[dict]) -> str:
             lines += ["### Knob studies", ""] + _study_tables(srows)
         if arows:
             lines += ["### cuDNN flash attention against XLA's", ""] + _attention_table(arows)
+        if irows:
+            lines += ["### Input pipeline", ""] + _input_table(irows)
     return "\n".join(lines)
+
+
+def _input_table(irows: list[dict]) -> list[str]:
+    """``scripts.bench_input`` rows: images/s of each transform, jaxbones and torchvision."""
+    out = [
+        (
+            "`python -m scripts.bench_input --torch`: synthetic JPEGs read through the tfds + "
+            "grain pipeline (jaxbones) and torchvision's `ImageFolder` + `DataLoader` over the "
+            "same files, the same batch and worker processes, interleaved; `cores`: the cores "
+            "the whole benchmark was pinned to. `vs torch`: the jaxbones median over that of "
+            "the torchvision setting doing the same work (the `draft` and `uint8` options "
+            "against plain torchvision). `uint8` rows leave normalisation to the train step on "
+            "the device. The pipelines' own threads raise the load average while they run, so "
+            "the load at the start (after waiting for the machine to be idle) is the test for "
+            "other jobs; rows that started above the core count are left out."
+        ),
+        "",
+        "| source | transform | batch | px | options | img/s (median) | best | vs torch | load at start |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in irows:
+        out.append(
+            f"| {r['model']} | {r['mode']} | {r['batch']} | {r['img_size']} | {r['options']} | "
+            f"{r['images_per_s']:.1f} | {r['best_images_per_s']:.1f} | "
+            f"{_ratio(r['vs_torch'], 1.0)} | {r['loadavg'][0]:.1f} |"
+        )
+    return out + [""]
 
 
 def latest_per_setting(rows: list[dict]) -> list[dict]:

@@ -140,6 +140,23 @@ def test_render_interleaved_ratios_load_and_knob_study():
         row(model="m2", options="scan=True", tflops_per_step=0.123),
         row(mode="compile", step_ms=None, images_per_s=None, images_per_s_per_device=None),
         row(mode="compile", options="scan=True", step_ms=None, images_per_s=None, compile_s=2.5),
+        # scripts.bench_input rows: their own table, not throughput rows; loaded ones left out
+        *(
+            row(
+                framework="input-pipeline",
+                model="synthetic_jpeg 500x375",
+                mode="train rrc+flip uint8",
+                dtype=None,
+                batch=32,
+                options=f"workers=1,cores={cores}",
+                images_per_s=rate,
+                best_images_per_s=rate + 1,
+                vs_torch=1.25,
+                loadavg=[1.0],
+                **{**timed, "under_load": cores == 2},
+            )
+            for cores, rate in ((1, 250.0), (2, 999.0))
+        ),
     ]
     text = benchmark.render(rows)
     for block in text.split("\n\n"):
@@ -149,6 +166,13 @@ def test_render_interleaved_ratios_load_and_knob_study():
     assert "| 1.62x | 1.5 |" in main  # the interleaved ratio and the load while measuring
     assert "| 1.50x† |" in main  # 60 / 40 from separate measurements: marked
     assert "busy" not in text and "3.59x" not in text
+    inputs = text.split("### Input pipeline")[1]
+    assert (
+        "| synthetic_jpeg 500x375 | train rrc+flip uint8 | 32 | 224 | workers=1,cores=1 | "
+        in inputs
+    )
+    assert "| 250.0 | 251.0 | 1.25x | 1.0 |" in inputs and "999.0" not in text
+    assert "synthetic_jpeg" not in text.split("### Input pipeline")[0]  # not a model row
     assert "2 rows measured with the load average above the core count are left out" in text
     study = text.split("### Knob studies")[1]
     assert "| `remat_policy=full` |" in study

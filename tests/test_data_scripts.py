@@ -94,18 +94,31 @@ def test_encoded_jpeg_path(jpeg_dir):
     assert b["image"].shape == (4, 64, 64, 3) and (b["label"] < 1000).all()
 
 
-def test_bench_input_runs(jpeg_dir, capsys):
+def test_bench_input_runs(jpeg_dir, capsys, tmp_path):
+    import json
+
     cores = os.sched_getaffinity(0)
+    rows_path = tmp_path / "rows.jsonl"
     try:
         bench_input.main(
             ["--data_dir", jpeg_dir, "--num_images", "8", "--batch", "4", "--workers", "0"]
-            + ["--image_size", "64", "--torch", "--cores", "1"]
+            + [
+                "--image_size",
+                "64",
+                "--torch",
+                "--cores",
+                "1",
+                "--out",
+                str(rows_path),
+                "--wait_idle",
+                "0",
+            ]
         )
         assert len(os.sched_getaffinity(0)) == 1
     finally:  # the rest of this test process keeps its cores
         os.sched_setaffinity(0, cores)
     out = capsys.readouterr().out
-    rows = {  # name -> (median, best, jaxbones/torch ratio or None)
+    rows = {  # name -> (median, best, ratio to torchvision or nothing)
         line[:32].strip(): line[32:].split()[1:]
         for line in out.splitlines()
         if line.startswith(("train", "eval"))
@@ -114,7 +127,11 @@ def test_bench_input_runs(jpeg_dir, capsys):
     extra = ["train rrc+flip uint8", "train rrc+flip draft", "train rrc+flip draft uint8"]
     assert set(rows) == {*ours, *extra, *(f"{n} {bench_input.TORCH}" for n in ours)}, out
     assert all(float(r[0]) > 0 and float(r[1]) > 0 for r in rows.values()), out
-    assert all(rows[f"{n} {bench_input.TORCH}"][2].endswith("x") for n in ours), out
+    # every jaxbones row is compared with the torchvision setting doing the same work
+    assert all(rows[n][2].endswith("x") for n in ours + extra), out
+    saved = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    assert len(saved) == len(rows) and all(r["options"] == "workers=0,cores=1" for r in saved)
+    assert {r["mode"] for r in saved} == set(rows) and saved[0]["framework"] == "input-pipeline"
     # 500x375 JPEGs cropped to 64 px: most crops keep >= 128 px per side and decode reduced
     got = bench_input.compare_draft(jpeg_dir, 64, 6)
     assert got["images"] == got["same_random_draws"] == 6, got
