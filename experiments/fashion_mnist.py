@@ -10,11 +10,14 @@ Command:   apt-get install dataset-fashion-mnist  (the IDX files; built into a l
 Hardware:  any CPU; no accelerator, no download beyond the Debian package.
 Fits:      v4-8, the smallest v4 slice (4 chips): 0.15 GiB of 32 GiB per chip at batch 128
            (32 per chip; measured with scripts/aot.py; README, 'Does a recipe fit a TPU pod?').
-Time:      468 steps of batch 128 per epoch, 10 epochs; the time per epoch depends on the
-           CPU (``scripts.time_to_accuracy`` measures it). Not run to the end here.
-Result:    not yet measured to the end (a timing needs an idle machine). The dataset's
-           own README lists ResNet-18 at 94.9% with augmentation; the goal of this recipe is
-           90% test accuracy no later than the PyTorch script's.
+Time:      468 steps of batch 128 per epoch, 10 epochs; about 0.47 s per step (evaluation
+           included) on the idle 2-core machine (``scripts.time_to_accuracy``).
+Result:    90.0% test accuracy at step 2808 (epoch 6), 1,338 s from launch (imports,
+           compilation and evaluations included), on the idle 2-core machine. The PyTorch
+           script with the same recipe, run right after it: 89.1% at step 2340, 1,402 s, so
+           it had not reached 90% in the time jaxbones took (stopped there; its launch load
+           was 3.7, left over from the jaxbones run). Not run to the end here; the dataset's
+           own README lists ResNet-18 at 94.9% with augmentation.
 Outputs:   /tmp/jaxbones_fashion_mnist/{metrics.jsonl, tb/, curves.png, checkpoints/}.
 """
 

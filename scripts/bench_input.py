@@ -54,7 +54,7 @@ import numpy as np
 
 from jaxbones import data
 from jaxbones.data.synthetic import SyntheticJpeg
-from scripts.benchmark import host_info, versions
+from scripts.benchmark import host_info, versions, wait_for_idle
 
 TORCH = "(torchvision)"
 INPUT_FRAMEWORK = "input-pipeline"  # the rows' `framework` in benchmarks.jsonl
@@ -67,15 +67,6 @@ def torch_counterpart(name: str) -> str | None:
         return None
     base = name.removesuffix(" uint8").removesuffix(" draft")
     return f"{base} {TORCH}"
-
-
-def wait_for_idle(cores: int, limit: float) -> float:
-    """Seconds waited (at most `limit`) for the 1-minute load average to fall below `cores`:
-    it decays over about a minute after an earlier run, whose threads it still counts."""
-    start = time.perf_counter()
-    while os.getloadavg()[0] >= cores and time.perf_counter() - start < limit:
-        time.sleep(5)
-    return time.perf_counter() - start
 
 
 def _time(it, batch: int, num_images: int) -> float:

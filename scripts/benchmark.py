@@ -108,6 +108,15 @@ def host_info() -> str:
     return f"{model}, {cores} cores"
 
 
+def wait_for_idle(cores: int, limit: float) -> float:
+    """Seconds waited (at most `limit`) for the 1-minute load average to fall below `cores`:
+    it decays over about a minute after an earlier run, whose threads it still counts."""
+    start = time.perf_counter()
+    while os.getloadavg()[0] >= cores and time.perf_counter() - start < limit:
+        time.sleep(5)
+    return time.perf_counter() - start
+
+
 def versions(*mods: str) -> str:
     import importlib.metadata as md
 
