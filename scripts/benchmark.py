@@ -851,31 +851,41 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _noted_table(note: str, columns: list[str], cells: list[list[str]]) -> list[str]:
+    """A paragraph, then a markdown table with ``columns`` and one row per ``cells`` entry."""
+    out = [note, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return out + ["| " + " | ".join(row) + " |" for row in cells] + [""]
+
+
 def _input_table(irows: list[dict]) -> list[str]:
     """``scripts.bench_input`` rows: images/s of each transform, jaxbones and torchvision."""
-    out = [
-        (
-            "`python -m scripts.bench_input --torch`: synthetic JPEGs read through the tfds + "
-            "grain pipeline (jaxbones) and torchvision's `ImageFolder` + `DataLoader` over the "
-            "same files, the same batch and worker processes, interleaved; `cores`: the cores "
-            "the whole benchmark was pinned to. `vs torch`: the jaxbones median over that of "
-            "the torchvision setting doing the same work (the `draft` and `uint8` options "
-            "against plain torchvision). `uint8` rows leave normalisation to the train step on "
-            "the device. The pipelines' own threads raise the load average while they run, so "
-            "the load at the start (after waiting for the machine to be idle) is the test for "
-            "other jobs; rows that started above the core count are left out."
-        ),
-        "",
-        "| source | transform | batch | px | options | img/s (median) | best | vs torch | load at start |",
-        "|---|---|---|---|---|---|---|---|---|",
+    note = (
+        "`python -m scripts.bench_input --torch`: synthetic JPEGs read through the tfds + "
+        "grain pipeline (jaxbones) and torchvision's `ImageFolder` + `DataLoader` over the "
+        "same files, the same batch and worker processes, interleaved; `cores`: the cores "
+        "the whole benchmark was pinned to. `vs torch`: the jaxbones median over that of "
+        "the torchvision setting doing the same work (the `draft` and `uint8` options "
+        "against plain torchvision). `uint8` rows leave normalisation to the train step on "
+        "the device. The pipelines' own threads raise the load average while they run, so "
+        "the load at the start (after waiting for the machine to be idle) is the test for "
+        "other jobs; rows that started above the core count are left out."
+    )
+    columns = ["source", "transform", "batch", "px", "options", "img/s (median)", "best"]
+    cells = [
+        [
+            r["model"],
+            r["mode"],
+            str(r["batch"]),
+            str(r["img_size"]),
+            r["options"],
+            f"{r['images_per_s']:.1f}",
+            f"{r['best_images_per_s']:.1f}",
+            _ratio(r["vs_torch"], 1.0),
+            f"{r['loadavg'][0]:.1f}",
+        ]
+        for r in irows
     ]
-    for r in irows:
-        out.append(
-            f"| {r['model']} | {r['mode']} | {r['batch']} | {r['img_size']} | {r['options']} | "
-            f"{r['images_per_s']:.1f} | {r['best_images_per_s']:.1f} | "
-            f"{_ratio(r['vs_torch'], 1.0)} | {r['loadavg'][0]:.1f} |"
-        )
-    return out + [""]
+    return _noted_table(note, [*columns, "vs torch", "load at start"], cells)
 
 
 def latest_per_setting(rows: list[dict]) -> list[dict]:
@@ -896,24 +906,28 @@ def latest_per_setting(rows: list[dict]) -> list[dict]:
 
 def _attention_table(arows: list[dict]) -> list[str]:
     """``scripts.check_attention`` rows: bf16 eval forward with each attention kernel."""
-    out = [
-        (
-            "`python -m scripts.check_attention`: the bf16 eval forward of one model with the "
-            "same parameters and inputs, `attn_implementation='xla'` against `'cudnn'`; the "
-            "difference is the largest over the outputs, relative to the output's largest "
-            "magnitude."
-        ),
-        "",
-        "| model | batch | compared | max rel diff | xla ms | other ms | speedup |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    note = (
+        "`python -m scripts.check_attention`: the bf16 eval forward of one model with the "
+        "same parameters and inputs, `attn_implementation='xla'` against `'cudnn'`; the "
+        "difference is the largest over the outputs, relative to the output's largest "
+        "magnitude."
+    )
+    columns = ["model", "batch", "compared", "max rel diff", "xla ms", "other ms", "speedup"]
+    cells = []
     for r in arows:
         other = next((v for k, v in r.items() if k.endswith("_ms") and k != "xla_ms"), None)
-        out.append(
-            f"| {r['model']} | {r['batch']} | {r['compared']} | {r['max_rel_diff']:.1e} | "
-            f"{r['xla_ms']:.1f} | {_fmt(other, '.1f')} | {r['speedup']:.2f}x |"
+        cells.append(
+            [
+                r["model"],
+                str(r["batch"]),
+                r["compared"],
+                f"{r['max_rel_diff']:.1e}",
+                f"{r['xla_ms']:.1f}",
+                _fmt(other, ".1f"),
+                f"{r['speedup']:.2f}x",
+            ]
         )
-    return out + [""]
+    return _noted_table(note, columns, cells)
 
 
 def _parse_overrides(s: str) -> dict[str, Any]:
