@@ -30,15 +30,9 @@ def torch_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
-def _is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count):
-    # A 1x1 kernel without padding, input dilation or groups over NHWC/HWIO: a matrix product
-    # over channels of the (strided) pixels.
-    if lhs.ndim != 4 or rhs.shape[:2] != (1, 1) or feature_group_count != 1:
-        return False
-    if isinstance(padding, str):
-        if padding != "VALID":
-            return False
-    elif any(tuple(p) != (0, 0) for p in padding):
+def _plain_2d(lhs, rhs, lhs_dilation, dimension_numbers, groups) -> bool:
+    # NHWC/HWIO without input dilation or groups: the layout both CPU rewrites read
+    if lhs.ndim != 4 or groups != 1:
         return False
     if lhs_dilation is not None and any(d != 1 for d in lhs_dilation):
         return False
@@ -46,10 +40,19 @@ def _is_pointwise(lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_gr
     return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
+def _is_pointwise(rhs, padding) -> bool:
+    # a 1x1 kernel without padding: a matrix product over channels of the (strided) pixels
+    if rhs.shape[:2] != (1, 1):
+        return False
+    if isinstance(padding, str):
+        return padding == "VALID"
+    return all(tuple(p) == (0, 0) for p in padding)
+
+
 PATCHES_MAX_BYTES = 2**28  # 256 MiB; the largest measured case (56x56x256, batch 8) is 231 MB
 
 
-def _patches_pay(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, groups):
+def _patches_pay(lhs, rhs, strides, padding, rhs_dilation) -> bool:
     """Whether a kxk convolution runs faster on XLA's CPU backend as one matrix product over
     its patches (``_patches_product``). Measured, forward + backward, 3x3 kernels: XLA's
     convolution falls to about 4 GFLOP/s when the output has at most 2x2 pixels (ResNet-18 at
@@ -59,12 +62,7 @@ def _patches_pay(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimensi
     3.3 vs 1.5 s, 56x56x256 2.8 vs 1.7 s; lost only 4x4x256 at batch 128, 0.91x). With 64 or
     128 channels and more than 2x2 output pixels the convolution is as fast or faster
     (56x56x64: 110 vs 254 ms), so those keep it."""
-    if lhs.ndim != 4 or groups != 1 or rhs.shape[:2] == (1, 1):
-        return False
-    if isinstance(padding, str) or (lhs_dilation is not None and any(d != 1 for d in lhs_dilation)):
-        return False
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != nhwc:
+    if rhs.shape[:2] == (1, 1) or isinstance(padding, str):
         return False
     height, width = _out_size(lhs, rhs, strides, padding, rhs_dilation)
     patch_bytes = lhs.shape[0] * height * width * rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
@@ -134,22 +132,15 @@ def conv_general_dilated(
     convolution only by float32 summation order. Other backends keep the convolution: the
     rewrites were measured on CPU only.
     """
-    args = (lhs, rhs, padding, lhs_dilation, dimension_numbers, feature_group_count)
-    if traced_for_cpu() and _is_pointwise(*args):
-        sh, sw = window_strides
-        x = lhs[:, ::sh, ::sw] if (sh, sw) != (1, 1) else lhs
-        return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
-    if traced_for_cpu() and _patches_pay(
-        lhs,
-        rhs,
-        window_strides,
-        padding,
-        lhs_dilation,
-        rhs_dilation,
-        dimension_numbers,
-        feature_group_count,
+    if traced_for_cpu() and _plain_2d(
+        lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count
     ):
-        return _patches_product(lhs, rhs, window_strides, padding, rhs_dilation, precision)
+        if _is_pointwise(rhs, padding):
+            sh, sw = window_strides
+            x = lhs[:, ::sh, ::sw] if (sh, sw) != (1, 1) else lhs
+            return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+        if _patches_pay(lhs, rhs, window_strides, padding, rhs_dilation):
+            return _patches_product(lhs, rhs, window_strides, padding, rhs_dilation, precision)
     return lax.conv_general_dilated(
         lhs,
         rhs,
