@@ -84,18 +84,20 @@ def _time(it, batch: int, num_images: int) -> float:
 
 
 def write_image_folder(data_dir: str, root: str) -> str:
-    """The synthetic JPEGs as torchvision's ImageFolder tree (root/<label>/<index>.jpg), once."""
-    done = os.path.join(root, ".complete")
-    if os.path.exists(done):
+    """The synthetic JPEGs as torchvision's ImageFolder tree (root/<label>/<index>.jpg),
+    written once: into a temporary directory renamed to `root` when complete, so an
+    interrupted run leaves no partial tree behind."""
+    if os.path.isdir(root):
         return root
     src = data.open_source("synthetic_jpeg", "train", data_dir, encoded_images=True)
+    tmp = tempfile.mkdtemp(prefix=".image_folder_", dir=os.path.dirname(root))
     for i in range(len(src)):
         rec = src[i]
-        folder = os.path.join(root, f"{int(rec['label']):04d}")
+        folder = os.path.join(tmp, f"{int(rec['label']):04d}")
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{i:06d}.jpg"), "wb") as f:
             f.write(rec["image"])
-    open(done, "w").close()
+    os.replace(tmp, root)
     return root
 
 
@@ -273,7 +275,8 @@ def main(argv=None):
     # while they run, so the load at the start is the test for other jobs; the highest
     # sample is recorded as well.
     loaded = load0 > cores
-    rows = []
+    rows, pinned = [], len(os.sched_getaffinity(0))
+    libraries = versions("grain", "pillow", "numpy", "torch", "torchvision")
     for (name, w), r in rates.items():
         theirs = rates.get((torch_counterpart(name), w))
         ratio = statistics.median(r) / statistics.median(theirs) if theirs else None
@@ -289,7 +292,7 @@ def main(argv=None):
                 "dtype": None,
                 "batch": args.batch,
                 "img_size": size,
-                "options": f"workers={w},cores={len(os.sched_getaffinity(0))}",
+                "options": f"workers={w},cores={pinned}",
                 "images_per_s": statistics.median(r),
                 "best_images_per_s": max(r),
                 "vs_torch": ratio,
@@ -298,7 +301,7 @@ def main(argv=None):
                 "load_max": round(max(load0, load1), 2),
                 "under_load": loaded,
                 "host": host,
-                "versions": versions("grain", "pillow", "numpy", "torch", "torchvision"),
+                "versions": libraries,
             }
         )
     print(

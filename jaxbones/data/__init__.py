@@ -2,7 +2,8 @@
 offline datasets (digits, fashion_mnist).
 
 Public API: `dataset_info`, `make_train_iterator`, `make_eval_iterator`, `mixup_cutmix`,
-`normalize_pixels`, `resolve_data_settings`; also `open_source`, `ensure_local_dataset`, `DatasetNotPreparedError`.
+`normalize_pixels`, `resolve_data_settings`; also `open_source`, `ensure_local_dataset`,
+`DatasetNotPreparedError`.
 """
 
 from jaxbones.data.datasets import (

@@ -3,8 +3,9 @@
 Some layers trace differently for XLA's CPU backend (a 1x1 convolution as a product, max
 pooling's phased backward, BatchNorm's closed-form backward, stored residual streams), each
 measured faster there and never measured elsewhere. ``traced_for_cpu`` is the one test they
-use, and ``traced_platform`` the one that attention's kernel choice uses: the default backend, unless ``compile_target`` names the platform of an ahead-of-time
-compile (``scripts/aot.py`` traces TPU programs on a CPU host). jax caches traces by function
+use, and ``traced_platform`` the one that attention's kernel choice uses: the default
+backend, unless ``compile_target`` names the platform of an ahead-of-time compile
+(``scripts/aot.py`` traces TPU programs on a CPU host). jax caches traces by function
 and shapes, not by this setting: trace a given function for one platform per process.
 """
 

@@ -109,10 +109,9 @@ def batch_shapes(config, channels: int = 3) -> dict:
     """``{key: jax.ShapeDtypeStruct}`` of one global train batch of ``config`` (resolved:
     ``image_size`` set), as ``jaxbones.data.make_train_iterator`` and the in-memory datasets
     yield it for the task: image [B, S, S, C] float32 (uint8 with ``image_dtype='uint8'``
-    and a tfds dataset); classification (and its
-    variants) label int32 [B]; segmentation mask int32 [B, S, S]; detection boxes float32
-    [B, M, 4], labels int32 [B, M], box_valid bool [B, M] (M = ``detection.max_boxes``);
-    clip text int32 [B, context_length]."""
+    and a tfds dataset); classification (and its variants) label int32 [B]; segmentation
+    mask int32 [B, S, S]; detection boxes float32 [B, M, 4], labels int32 [B, M], box_valid
+    bool [B, M] (M = ``detection.max_boxes``); clip text int32 [B, context_length]."""
     from jaxbones.train.tasks import Classification, get_task
 
     b, s = config.global_batch_size, config.image_size
