@@ -147,6 +147,35 @@ def test_conv_as_a_product_over_patches_equals_the_convolution(
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
 
 
+@pytest.mark.parametrize(
+    "x_shape, kernel, stride, padding",
+    [
+        ((2, 17, 15, 3), (7, 7), (2, 2), ((3, 3), (3, 3))),  # ResNet's stem
+        ((2, 8, 12, 3), (4, 4), (4, 4), "VALID"),  # a patch embedding
+        ((1, 9, 9, 1), (3, 3), (1, 1), ((1, 1), (1, 1))),  # a grey image
+    ],
+)
+def test_image_convolution_takes_its_kernel_gradient_over_patches(x_shape, kernel, stride, padding):
+    """On CPU a convolution over an image's few channels keeps XLA's convolution forward and
+    takes its kernel gradient as a product over patches; forward and both gradients equal
+    XLA's convolution's to float32 rounding."""
+    from jaxbones.layers.conv import conv_general_dilated
+
+    x = jnp.asarray(images(x_shape))
+    w = jnp.asarray(images((*kernel, x_shape[-1], 8))) * 0.1
+    dims = ("NHWC", "HWIO", "NHWC")
+    ours = lambda x, w: conv_general_dilated(x, w, stride, padding, dimension_numbers=dims)
+    ref = lambda x, w: lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=dims)
+    kernel_grad = str(jax.make_jaxpr(jax.grad(lambda w: ours(x, w).sum()))(w))
+    assert "dot_general" in kernel_grad and "conv_general_dilated" in kernel_grad
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
+    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+
+
 def test_cpu_only_formulations_stay_out_of_programs_traced_for_other_platforms():
     """The CPU rewrites (1x1 conv as a product, phased max-pool backward, BatchNorm's VJP,
     stored residual streams) are traced only for CPU programs: an AOT compile for a TPU on

@@ -8,13 +8,16 @@ PyTorch pads ``k // 2`` on both sides. On ResNet-50 that shifts logits by 60 of 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxbones.layers.activations import get_act
+from jaxbones.layers.linear import flat_matmul
 from jaxbones.layers.norm import BatchNorm
 from jaxbones.layers.platform import traced_for_cpu
 
@@ -62,9 +65,9 @@ def _patches_pay(lhs, rhs, strides, padding, rhs_dilation) -> bool:
     3.3 vs 1.5 s, 56x56x256 2.8 vs 1.7 s; lost only 4x4x256 at batch 128, 0.91x). With 64 or
     128 channels and more than 2x2 output pixels the convolution is as fast or faster
     (56x56x64: 110 vs 254 ms), so those keep it."""
-    if rhs.shape[:2] == (1, 1) or isinstance(padding, str):
+    if rhs.shape[:2] == (1, 1):
         return False
-    height, width = _out_size(lhs, rhs, strides, padding, rhs_dilation)
+    height, width = _out_size(lhs, rhs.shape[:2], strides, padding, rhs_dilation)
     patch_bytes = lhs.shape[0] * height * width * rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
     patch_bytes *= lhs.dtype.itemsize
     # the patches are a copy the convolution does not need: bounded so that a large image
@@ -72,26 +75,24 @@ def _patches_pay(lhs, rhs, strides, padding, rhs_dilation) -> bool:
     return (rhs.shape[2] >= 256 or height * width <= 4) and patch_bytes <= PATCHES_MAX_BYTES
 
 
-def _out_size(lhs, rhs, strides, padding, rhs_dilation):
-    """Output (height, width) of an NHWC/HWIO convolution with explicit padding."""
+def _out_size(lhs, kernel_hw, strides, padding, rhs_dilation):
+    """Output (height, width) of an NHWC convolution with explicit padding."""
     dil = rhs_dilation or (1, 1)
     return tuple(
-        (lhs.shape[1 + a] + sum(padding[a]) - dil[a] * (rhs.shape[a] - 1) - 1) // strides[a] + 1
+        (lhs.shape[1 + a] + sum(padding[a]) - dil[a] * (kernel_hw[a] - 1) - 1) // strides[a] + 1
         for a in (0, 1)
     )
 
 
-def _patches_product(lhs, rhs, strides, padding, rhs_dilation, precision):
-    """An NHWC/HWIO convolution as one ``dot_general``: the kh * kw shifted (strided, dilated)
-    views of the padded input side by side on the channel axis, times the kernel reshaped to
-    [kh * kw * C, O] (the same products as the convolution; float32 summation order aside).
-    Its gradients are a product and the transpose of slices (pads), which XLA's CPU backend
-    runs at matrix-multiply speed."""
-    kh, kw, c, o = rhs.shape
+def _patches(lhs, kernel_hw, strides, padding, rhs_dilation):
+    """The kh * kw shifted (strided, dilated) views of the padded NHWC input side by side on
+    the channel axis: [N, Ho, Wo, kh * kw * C], in the order of an HWIO kernel's rows."""
+    kh, kw = kernel_hw
     dh, dw = rhs_dilation or (1, 1)
     sh, sw = strides
+    c = lhs.shape[3]
     x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    ho, wo = _out_size(lhs, rhs, strides, padding, rhs_dilation)
+    ho, wo = _out_size(lhs, kernel_hw, strides, padding, rhs_dilation)
     views = [
         lax.slice(
             x,
@@ -102,10 +103,79 @@ def _patches_product(lhs, rhs, strides, padding, rhs_dilation, precision):
         for i in range(kh)
         for j in range(kw)
     ]
-    patches = jnp.concatenate(views, axis=-1)
-    return lax.dot_general(
-        patches, rhs.reshape(kh * kw * c, o), (((3,), (0,)), ((), ())), precision=precision
+    return jnp.concatenate(views, axis=-1)
+
+
+def _patches_product(lhs, rhs, strides, padding, rhs_dilation, precision):
+    """An NHWC/HWIO convolution as one ``dot_general``: its patches (``_patches``) times the
+    kernel reshaped to [kh * kw * C, O] (the same products as the convolution; float32
+    summation order aside). Its gradients are a product and the transpose of slices (pads),
+    which XLA's CPU backend runs at matrix-multiply speed."""
+    kh, kw, c, o = rhs.shape
+    patches = _patches(lhs, (kh, kw), strides, padding, rhs_dilation)
+    return flat_matmul(patches, rhs.reshape(kh * kw * c, o), precision)
+
+
+FEW_CHANNELS = 4  # an image's channels: RGB(A) or grey
+
+
+def _weight_grad_by_patches_pays(lhs, rhs, strides, padding, rhs_dilation) -> bool:
+    """Whether a convolution over few input channels (a stem or a patch embedding) should
+    take its weight gradient as a product over patches (``conv_patches_weight_grad``). XLA's
+    CPU weight gradient of ResNet-50's 7x7 stem (3 channels, 112x112 output, batch 8) was
+    the largest thunk of the step: forward + weight gradient 188-284 ms, against 108-120 ms
+    through the patches. The forward stays a convolution: over 3 channels the patches are
+    49 narrow copies and made the stem's forward 3x slower (23 vs 76 ms)."""
+    if rhs.shape[2] > FEW_CHANNELS or rhs.shape[:2] == (1, 1):
+        return False
+    ho, wo = _out_size(lhs, rhs.shape[:2], strides, padding, rhs_dilation)
+    patch_bytes = lhs.shape[0] * ho * wo * rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
+    return patch_bytes * lhs.dtype.itemsize <= PATCHES_MAX_BYTES
+
+
+def _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision):
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        strides,
+        padding,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
     )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_patches_weight_grad(lhs, rhs, strides, padding, rhs_dilation, precision):
+    """An NHWC/HWIO convolution whose kernel gradient is the product of its patches with
+    the output gradient; the forward and the input gradient are XLA's convolution's."""
+    return _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision)
+
+
+def _conv_patches_weight_grad_fwd(lhs, rhs, strides, padding, rhs_dilation, precision):
+    out = _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision)
+    return out, (lhs, rhs)
+
+
+def _conv_patches_weight_grad_bwd(strides, padding, rhs_dilation, precision, res, dy):
+    lhs, rhs = res
+    kh, kw, c, o = rhs.shape
+    _, input_vjp = jax.vjp(
+        lambda x: _nhwc_conv(x, rhs, strides, padding, rhs_dilation, precision), lhs
+    )
+    (dx,) = input_vjp(dy)  # dead code, removed by XLA, when the input is data
+    patches = _patches(lhs, (kh, kw), strides, padding, rhs_dilation)
+    pixels = dy.shape[0] * dy.shape[1] * dy.shape[2]
+    dw = lax.dot_general(
+        patches.reshape(pixels, kh * kw * c),
+        dy.reshape(pixels, o),
+        (((0,), (0,)), ((), ())),
+        precision=precision,
+    )
+    return dx, dw.reshape(kh, kw, c, o).astype(rhs.dtype)
+
+
+conv_patches_weight_grad.defvjp(_conv_patches_weight_grad_fwd, _conv_patches_weight_grad_bwd)
 
 
 def conv_general_dilated(
@@ -121,7 +191,9 @@ def conv_general_dilated(
     **kwargs,
 ):
     """``lax.conv_general_dilated`` that computes 1x1 convolutions, and the kxk convolutions
-    ``_patches_pay`` picks, as ``dot_general`` on CPU.
+    ``_patches_pay`` picks, as ``dot_general`` on CPU, and takes the kernel gradient of a
+    convolution over an image's few channels as a product over patches
+    (``conv_patches_weight_grad``).
 
     XLA's CPU convolution gradients of a 1x1 kernel cost 2-4x those of the same product as a
     matrix multiply (ResNet-50 shapes, batch 8: 56x56x256->64 fwd+bwd 134 vs 50 ms; the
@@ -138,9 +210,19 @@ def conv_general_dilated(
         if _is_pointwise(rhs, padding):
             sh, sw = window_strides
             x = lhs[:, ::sh, ::sw] if (sh, sw) != (1, 1) else lhs
-            return lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), precision=precision)
-        if _patches_pay(lhs, rhs, window_strides, padding, rhs_dilation):
-            return _patches_product(lhs, rhs, window_strides, padding, rhs_dilation, precision)
+            return flat_matmul(x, rhs[0, 0], precision)
+        if padding == "VALID":  # a patch embedding's
+            padding = ((0, 0), (0, 0))
+        if not isinstance(padding, str):
+            args = (
+                tuple(window_strides),
+                tuple(tuple(p) for p in padding),
+                None if rhs_dilation is None else tuple(rhs_dilation),
+            )
+            if _patches_pay(lhs, rhs, *args):
+                return _patches_product(lhs, rhs, *args, precision)
+            if _weight_grad_by_patches_pays(lhs, rhs, *args):
+                return conv_patches_weight_grad(lhs, rhs, *args, precision)
     return lax.conv_general_dilated(
         lhs,
         rhs,

@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxbones.layers.conv import conv_general_dilated
+
 # timm/MAE initialise the patch projection like a Linear on the flattened patch
 # (xavier_uniform over (C, p * p * in_chans)); lecun-style fan_in scaling is close enough for
 # training from scratch and irrelevant for converted weights.
@@ -43,6 +45,7 @@ class PatchEmbed(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=_proj_init,
+            conv_general_dilated=conv_general_dilated,
             name="proj",
         )(x)
         if not self.flatten:
