@@ -7,11 +7,19 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 
 def gelu(x):
-    """Exact (erf) GELU, ``torch.nn.GELU()``; ``jax.nn.gelu`` defaults to the tanh form."""
-    return jax.nn.gelu(x, approximate=False)
+    """Exact (erf) GELU, ``torch.nn.GELU()``, in torch's formula ``x / 2 * (1 + erf(x / √2))``.
+
+    ``jax.nn.gelu(approximate=False)`` computes ``x / 2 * erfc(-x / √2)``: the same function,
+    but XLA's CPU ``erfc`` cost 2.5x ``erf`` (8 x 197 x 1536 floats: 2.33 vs 0.93 ms, torch's
+    kernel 1.58 ms), and the GELU was 6% of ViT-S/16's CPU train step.
+    """
+    sqrt_half = np.sqrt(0.5).astype(x.dtype)
+    return (0.5 * x * (1.0 + lax.erf(x * sqrt_half))).astype(x.dtype)
 
 
 def gelu_tanh(x):
