@@ -111,6 +111,16 @@ def test_pointwise_conv_is_a_matmul_with_conv_parameters(stride):
     np.testing.assert_allclose(gw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-3)
 
 
+def assert_same_convolution(ours, ref, x, w):
+    """``ours(x, w)`` equals ``ref(x, w)``, forward and both gradients, to float32 rounding."""
+    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
+    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+
+
 @pytest.mark.parametrize(
     "x_shape, kernel, stride, padding, dilation",
     [
@@ -139,12 +149,7 @@ def test_conv_as_a_product_over_patches_equals_the_convolution(
     assert "conv_general_dilated" not in str(
         jax.make_jaxpr(jax.grad(lambda x, w: ours(x, w).sum()))(x, w)
     )
-    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
-    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
-    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
-    want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
-    for g, r in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+    assert_same_convolution(ours, ref, x, w)
 
 
 @pytest.mark.parametrize(
@@ -168,12 +173,7 @@ def test_image_convolution_takes_its_kernel_gradient_over_patches(x_shape, kerne
     ref = lambda x, w: lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=dims)
     kernel_grad = str(jax.make_jaxpr(jax.grad(lambda w: ours(x, w).sum()))(w))
     assert "dot_general" in kernel_grad and "conv_general_dilated" in kernel_grad
-    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
-    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
-    got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
-    want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
-    for g, r in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+    assert_same_convolution(ours, ref, x, w)
 
 
 def test_cpu_only_formulations_stay_out_of_programs_traced_for_other_platforms():
