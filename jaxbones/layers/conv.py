@@ -153,7 +153,8 @@ def _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision):
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def conv_patches_weight_grad(lhs, rhs, strides, padding, rhs_dilation, precision):
     """An NHWC/HWIO convolution whose kernel gradient is the product of its patches with
-    the output gradient; the forward and the input gradient are XLA's convolution's."""
+    the output gradient; the forward and the input gradient are XLA's convolution's. Being a
+    custom VJP, it has no forward-mode derivative (``jax.jvp``), like the other CPU paths."""
     return _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision)
 
 

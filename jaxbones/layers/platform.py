@@ -1,8 +1,11 @@
 """The platform a model is traced for, as the CPU-only formulations of the layers see it.
 
-Some layers trace differently for XLA's CPU backend (a 1x1 convolution as a product, max
-pooling's phased backward, BatchNorm's closed-form backward, stored residual streams), each
-measured faster there and never measured elsewhere. ``traced_for_cpu`` is the one test they
+Some layers trace differently for XLA's CPU backend (a 1x1 convolution as a product, the
+kernel gradient of an image convolution over patches, max pooling's phased backward,
+BatchNorm's closed-form backward, stored residual streams, products over flattened leading
+axes, heads-major attention), each measured faster there and never measured elsewhere.
+Those written as custom VJPs (the kernel gradient, max pooling, BatchNorm) have no
+forward-mode derivative (``jax.jvp``) on CPU. ``traced_for_cpu`` is the one test they
 use, and ``traced_platform`` the one that attention's kernel choice uses: the default
 backend, unless ``compile_target`` names the platform of an ahead-of-time compile
 (``scripts/aot.py`` traces TPU programs on a CPU host). jax caches traces by function
