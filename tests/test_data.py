@@ -299,6 +299,22 @@ def test_transforms():
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
     x = transforms.normalize(img, MEAN, STD)
     np.testing.assert_allclose(x[0, 0], (np.asarray(img)[0, 0] / 255 - MEAN) / STD, rtol=1e-5)
+    # row-wise, the same float32 operations as numpy's per-channel broadcast: images, batches,
+    # one channel, and a channel count that does not match
+    offset, scale = transforms.pixel_affine(MEAN, STD)
+    np.testing.assert_array_equal(x, (np.asarray(img, np.float32) - offset) * scale)
+    batch = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        transforms.normalize(batch, MEAN, STD), (batch.astype(np.float32) - offset) * scale
+    )
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    offset1, scale1 = transforms.pixel_affine((0.3,), (0.2,))
+    np.testing.assert_array_equal(
+        transforms.normalize(grey, (0.3,), (0.2,)),
+        (grey[..., None].astype(np.float32) - offset1) * scale1,
+    )
+    with pytest.raises(ValueError, match="one per channel"):
+        transforms.normalize(grey, MEAN, STD)
     erased = transforms.random_erasing(x, np.random.default_rng(1), prob=1.0)
     changed = (erased != x).any(-1)
     assert 0.02 * 0.9 <= changed.mean() <= 1 / 3 * 1.1
