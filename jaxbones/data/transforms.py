@@ -227,7 +227,9 @@ def normalize(img, mean, std) -> np.ndarray:
     x = pixels(img)
     w, c = x.shape[-2:]
     if offset.size not in (1, c):
-        raise ValueError(f"mean/std have {offset.size} channels, the image {c}: give one per channel")
+        raise ValueError(
+            f"mean/std have {offset.size} channels, the image {c}: give one per channel"
+        )
     # As rows of W*C values with the channel constants tiled along a row, numpy's inner loop
     # runs over W*C pixels instead of C (7x faster at 224x224x3); the float32 operations per
     # pixel, (x - offset) * scale, are the same, and updating one new array in place keeps
