@@ -494,6 +494,44 @@ def test_bf16_dense_backward_products_are_bf16_and_equal_autodiff():
     assert ("float32", "bfloat16") in dot_operand_dtypes(autodiff_dense)
 
 
+@pytest.mark.parametrize("case", ["plain", "bias+mask", "causal"])
+def test_heads_major_attention_equals_xla_attention_with_gradients(case):
+    """The CPU attention (heads moved first, the softmax's backward reading its output) gives
+    ``jax.nn.dot_product_attention``'s "xla" result and gradients in q, k, v and bias."""
+    from jaxbones.layers import attention
+
+    rng = np.random.default_rng(0)
+    b, lq, h, d = 2, 9, 3, 8
+    q, k, v = (jnp.asarray(rng.standard_normal((b, lq, h, d)), jnp.float32) for _ in range(3))
+    bias = jnp.asarray(rng.standard_normal((1, h, lq, lq)), jnp.float32)
+    mask = jnp.asarray(rng.random((b, 1, lq, lq)) > 0.3).at[..., 0].set(True)
+    w = jnp.asarray(rng.standard_normal((b, lq, h, d)), jnp.float32)
+    kw = {"plain": {}, "bias+mask": {"bias": bias, "mask": mask}, "causal": {"is_causal": True}}[
+        case
+    ]
+
+    def loss(f):
+        return lambda q, k, v, bias: (f(q, k, v, bias) * w).sum()
+
+    def ours(q, k, v, bias):
+        kb = {**kw, "bias": bias} if "bias" in kw else kw
+        return attention.heads_major_attention(
+            q, k, v, kb.get("bias"), kb.get("mask"), None, kb.get("is_causal", False)
+        )
+
+    def xla(q, k, v, bias):
+        kb = {**kw, "bias": bias} if "bias" in kw else kw
+        return jax.nn.dot_product_attention(q, k, v, **kb, implementation="xla")
+
+    np.testing.assert_allclose(ours(q, k, v, bias), xla(q, k, v, bias), atol=1e-6)
+    got = jax.grad(loss(ours), argnums=(0, 1, 2, 3))(q, k, v, bias)
+    want = jax.grad(loss(xla), argnums=(0, 1, 2, 3))(q, k, v, bias)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, atol=2e-5, rtol=1e-5)
+    if "bias" in kw:
+        assert float(jnp.abs(got[3]).max()) > 0  # the bias gradient is really compared
+
+
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_attention_padded_to_even_lengths_equals_unpadded(with_bias):
     """cuDNN training needs even sequence lengths: the padded path (run here with XLA) gives
