@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any
 
 import grain
@@ -116,20 +115,9 @@ def _absl_flags_ready():
         flags.FLAGS.mark_as_parsed()
 
 
-def _read_options(buffer: int, worker_count: int = 0):
-    """Read-ahead of `buffer` records in at most 16 threads (grain's default) and at most
-    one per core that each process may use (``os.sched_getaffinity``, shared by
-    ``worker_count`` worker processes).
-
-    The records are decoded and augmented in these threads, which is CPU work: more threads
-    than cores only take turns on the GIL. On 2 cores, 2 threads ran the train transform
-    at 2.39-2.62 ms per image against 3.03-3.14 ms with 16 (on 1 core, 1 thread and 16
-    measured within noise of each other). Records read from remote storage, where threads
-    wait rather than compute, may want more: ``grain.ReadOptions`` with ``TrainStream``.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // max(1, worker_count))
-    return grain.ReadOptions(num_threads=min(16, buffer, threads), prefetch_buffer_size=buffer)
+def _read_options(buffer: int):
+    """Read-ahead of `buffer` records with up to 16 threads (grain's default thread count)."""
+    return grain.ReadOptions(num_threads=min(16, buffer), prefetch_buffer_size=buffer)
 
 
 def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -367,7 +355,7 @@ def make_train_iterator(
         num_epochs=num_epochs,
         # record reads and augmentation run ahead in threads: `prefetch` batches, not grain's
         # default 500 records (sized for remote storage), to bound memory with large images
-        read_options=_read_options(max(1, prefetch) * batch, worker_count),
+        read_options=_read_options(max(1, prefetch) * batch),
         worker_count=worker_count,
         prefetch=prefetch,
     )
@@ -409,7 +397,7 @@ class EvalIterable:
     def __iter__(self):
         ds = grain.MapDataset.source(self._source).map(self._transform)
         # the eval transform runs in the read threads (PIL releases the GIL), 2 batches ahead
-        ds = ds.to_iter_dataset(_read_options(2 * self._batch, self._workers))
+        ds = ds.to_iter_dataset(_read_options(2 * self._batch))
         it = ds.batch(self._batch)
         if self._workers > 0:
             _absl_flags_ready()
