@@ -445,6 +445,16 @@ def test_drop_path_scanned_equals_unrolled_in_training(family, rate):
 def test_activations():
     x = jnp.linspace(-4, 4, 101)
     assert_close(get_act("gelu")(x), F.gelu(torch.from_numpy(np.asarray(x))), **GELU)
+    # on CPU the gradient is gelu_recomputed's (derivative computed in the backward): the
+    # autodiff gradient of the same formula, and torch's GeluBackward
+    from jaxbones.layers.activations import _gelu_erf
+
+    w = jnp.linspace(1.0, 2.0, 101)
+    ours = jax.grad(lambda x: (get_act("gelu")(x) * w).sum())(x)
+    np.testing.assert_allclose(ours, jax.grad(lambda x: (_gelu_erf(x) * w).sum())(x), atol=1e-6)
+    xt = torch.from_numpy(np.asarray(x)).requires_grad_()
+    (F.gelu(xt) * torch.from_numpy(np.asarray(w))).sum().backward()
+    np.testing.assert_allclose(ours, xt.grad.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="valid"):
         get_act("gelu2")
 
