@@ -1,7 +1,7 @@
 """End-to-end runs of ``python -m jaxbones.launch`` in subprocesses (a tiny ResNet on the
 in-memory 'synthetic' dataset): bit-identical determinism, exact resume after SIGTERM and
-SIGKILL at random steps, restore onto another device count, the digits pipeline on 1 and 2
-gloo processes (and resumed across them), and
+SIGKILL at random steps, restore onto another device count, the digits pipeline resumed
+from 1 process on 2 gloo processes (preempted there) and back, and
 the error messages for bad keys / another model's checkpoint."""
 
 import json
@@ -131,10 +131,12 @@ def _truncate(src, dst, keep_step):
 
 
 def test_digits_stream_is_topology_free_and_resumes_on_another_process_count(tmp_path):
-    """The grain digits pipeline: 1 process x 2 devices and 2 processes x 1 device train on
-    the same global batches, and each run's step-3 checkpoint resumes on the other topology
-    with the uninterrupted run's losses (a resumed run reuses the other topology's compiled
-    programs from the shared compilation cache)."""
+    """The grain digits pipeline across topologies, in three launches. A 1 process x 2 devices
+    run is the reference. Its step-2 checkpoint resumes on 2 processes x 1 device, which are
+    preempted (SIGTERM) after step 5 and agree to checkpoint there; that checkpoint, written by
+    2 processes, resumes on 1 process to the end. Both resumed legs give the reference's losses:
+    the two topologies read the same global batches from any step and restore each other's
+    checkpoints (the compiled programs come from the shared compilation cache)."""
     from jaxbones import data
 
     data_dir = str(tmp_path / "tfds")
@@ -143,28 +145,30 @@ def test_digits_stream_is_topology_free_and_resumes_on_another_process_count(tmp
         "--config.dataset=digits",
         f"--config.data_dir={data_dir}",
         "--config.num_steps=6",
-        "--config.ckpt_every=3",
         "--config.keep_ckpts=4",
     ]
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    one, mixed = str(tmp_path / "one"), str(tmp_path / "mixed")
     cache = str(tmp_path / "xla_cache")
     rc, out = _launch(one, *digits, devices=2, cache=cache)
     assert rc == 0, out
-    outs = _launch_processes(two, 2, *digits, devices=1, cache=cache)
-    assert '"process_count": 2' in outs[0]
     ref = _curve(one)
     assert len(ref) == 6
-    np.testing.assert_allclose(_curve(two), ref, rtol=1e-5)
 
-    _truncate(two, str(tmp_path / "two_to_one"), 3)
-    rc, out = _launch(str(tmp_path / "two_to_one"), *digits, devices=2, cache=cache)
-    assert rc == 0 and "step 3" in out, out
-    np.testing.assert_allclose(_curve(str(tmp_path / "two_to_one")), ref[3:], rtol=1e-5)
+    _truncate(one, mixed, 2)
+    sigterm_at_5 = [
+        "--config.debug_signal_at_step=5",
+        "--config.debug_signal=SIGTERM",
+        "--config.preemption_check_every=1",
+    ]
+    outs = _launch_processes(mixed, 2, *digits, *sigterm_at_5, devices=1, cache=cache)
+    assert '"process_count": 2' in outs[0], outs[0]
+    assert f"resumed from {mixed}/checkpoints step 2" in outs[0], outs[0]
+    assert "SIGTERM" in outs[0] and os.path.isdir(os.path.join(mixed, "checkpoints", "5"))
+    np.testing.assert_allclose(_curve(mixed), ref[2:5], rtol=1e-5)
 
-    _truncate(one, str(tmp_path / "one_to_two"), 3)
-    outs = _launch_processes(str(tmp_path / "one_to_two"), 2, *digits, devices=1, cache=cache)
-    assert "step 3" in outs[0], outs[0]
-    np.testing.assert_allclose(_curve(str(tmp_path / "one_to_two")), ref[3:], rtol=1e-5)
+    rc, out = _launch(mixed, *digits, devices=2, cache=cache)
+    assert rc == 0 and f"resumed from {mixed}/checkpoints step 5" in out, out
+    np.testing.assert_allclose(_curve(mixed), ref[2:], rtol=1e-5)
 
 
 def test_bad_config_key_fails_with_suggestion(tmp_path):
