@@ -2,8 +2,6 @@
 precision (docs/parity.md: the default may use bf16/TF32 passes), and timm's unfused attention."""
 
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TIMM_FUSED_ATTN", "0")
@@ -13,25 +11,6 @@ import jax
 import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
-
-_XLA_CACHE = "JAXBONES_TESTS_XLA_CACHE"
-
-
-def pytest_configure(config):
-    """One persistent compilation cache for the run's test workers: most tests compile the
-    same small eager programs (initializers, PRNG, elementwise ops), 10-50 ms each on CPU,
-    which a second worker then loads instead of compiling again."""
-    if not hasattr(config, "workerinput"):  # the controller: workers inherit its environment
-        config.jaxbones_xla_cache = tempfile.mkdtemp(prefix="jaxbones-tests-xla-")
-        os.environ[_XLA_CACHE] = config.jaxbones_xla_cache
-    jax.config.update("jax_compilation_cache_dir", os.environ[_XLA_CACHE])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def pytest_unconfigure(config):
-    if hasattr(config, "jaxbones_xla_cache"):
-        shutil.rmtree(config.jaxbones_xla_cache, ignore_errors=True)
 
 
 # Weights by name: a loopback Hub / download server and temporary pretrained tags.
