@@ -523,15 +523,17 @@ def test_heads_major_attention_equals_xla_attention_with_gradients(case):
     def loss(f):
         return lambda q, k, v, bias: (f(q, k, v, bias) * w).sum()
 
+    def case_kwargs(bias):  # the bias is an argument so that it gets a gradient
+        return {**kw, "bias": bias} if "bias" in kw else kw
+
     def ours(q, k, v, bias):
-        kb = {**kw, "bias": bias} if "bias" in kw else kw
+        kb = case_kwargs(bias)
         return attention.heads_major_attention(
             q, k, v, kb.get("bias"), kb.get("mask"), None, kb.get("is_causal", False)
         )
 
     def xla(q, k, v, bias):
-        kb = {**kw, "bias": bias} if "bias" in kw else kw
-        return jax.nn.dot_product_attention(q, k, v, **kb, implementation="xla")
+        return jax.nn.dot_product_attention(q, k, v, **case_kwargs(bias), implementation="xla")
 
     np.testing.assert_allclose(ours(q, k, v, bias), xla(q, k, v, bias), atol=1e-6)
     got = jax.grad(loss(ours), argnums=(0, 1, 2, 3))(q, k, v, bias)

@@ -69,15 +69,12 @@ def _patches_pay(lhs, rhs, strides, padding, rhs_dilation) -> bool:
     if rhs.shape[:2] == (1, 1):
         return False
     height, width = _out_size(lhs, rhs.shape[:2], strides, padding, rhs_dilation)
-    return (rhs.shape[2] >= 256 or height * width <= 4) and _patches_fit(
-        lhs, rhs, strides, padding, rhs_dilation
-    )
+    return (rhs.shape[2] >= 256 or height * width <= 4) and _patches_fit(lhs, rhs, height, width)
 
 
-def _patches_fit(lhs, rhs, strides, padding, rhs_dilation) -> bool:
+def _patches_fit(lhs, rhs, height, width) -> bool:
     # the patches are a copy the convolution does not need: bounded so that a large image
     # (a UNet at 512 px) does not trade memory for speed beyond the sizes measured
-    height, width = _out_size(lhs, rhs.shape[:2], strides, padding, rhs_dilation)
     patch_bytes = lhs.shape[0] * height * width * rhs.shape[0] * rhs.shape[1] * rhs.shape[2]
     return patch_bytes * lhs.dtype.itemsize <= PATCHES_MAX_BYTES
 
@@ -135,7 +132,8 @@ def _weight_grad_by_patches_pays(lhs, rhs, strides, padding, rhs_dilation) -> bo
     49 narrow copies and made the stem's forward 3x slower (23 vs 76 ms)."""
     if rhs.shape[2] > FEW_CHANNELS or rhs.shape[:2] == (1, 1):
         return False
-    return _patches_fit(lhs, rhs, strides, padding, rhs_dilation)
+    height, width = _out_size(lhs, rhs.shape[:2], strides, padding, rhs_dilation)
+    return _patches_fit(lhs, rhs, height, width)
 
 
 def _nhwc_conv(lhs, rhs, strides, padding, rhs_dilation, precision):
