@@ -7,8 +7,9 @@ both), and stamps every evaluation line each writes with the seconds since its l
 measured here by one clock for both: imports, data loading, jaxbones' compilation (the
 persistent compilation cache is off unless ``--compile-cache``) and the evaluations count.
 A run stops at its first evaluation at or above ``--target`` (``--run-to-end`` trains the
-whole schedule). Evaluations come once per epoch (468 steps of batch 128) unless
-``--eval-every`` says otherwise.
+whole schedule); with ``--stop-when-behind`` a run also stops once it has run longer than an
+earlier run took to the target, so it cannot be faster (its row says so). Evaluations come
+once per epoch (468 steps of batch 128) unless ``--eval-every`` says otherwise.
 
 Prints one row per run and appends it as JSON to ``--out``, with the 1-minute load average
 at launch and its peak during the run. A run launched with the load above the core count is
@@ -73,7 +74,8 @@ def _eval_rows(path: str, seen: int) -> list[dict]:
     return [r for r in rows if r.get("split") == "eval" and "accuracy" in r][seen:]
 
 
-def run_one(framework: str, args) -> dict:
+def run_one(framework: str, args, behind_after: float | None = None) -> dict:
+    """One run; it stops at the target, or ``behind_after`` seconds from launch when given."""
     workdir = tempfile.mkdtemp(prefix=f"tta_{framework}_")
     cmd, metrics = _command(framework, workdir, args)
     load0 = os.getloadavg()[0]
@@ -97,7 +99,10 @@ def run_one(framework: str, args) -> dict:
         stop = (reached is not None and not args.run_to_end) or (
             args.max_evals and len(evals) >= args.max_evals
         )
-        if done or stop:
+        behind = (
+            reached is None and behind_after is not None and time.perf_counter() - t0 > behind_after
+        )
+        if done or stop or behind:
             break
         time.sleep(0.2)
     if proc.poll() is None:
@@ -111,6 +116,8 @@ def run_one(framework: str, args) -> dict:
         "seconds_to_target": reached["seen_s"] if reached else None,
         "step_at_target": reached["step"] if reached else None,
         "best_accuracy": max((r["accuracy"] for r in evals), default=None),
+        # stopped without the target after running longer than an earlier run needed for it
+        "stopped_behind_s": round(behind_after, 1) if behind else None,
         "evals": [(r["step"], round(r["accuracy"], 4), r["seen_s"]) for r in evals],
         "returncode": proc.returncode,
         "load_at_start": round(load0, 2),
@@ -136,6 +143,11 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=0, help="steps (0: once per epoch)")
     p.add_argument("--max-evals", type=int, default=0, help="stop a run after N evaluations")
     p.add_argument("--run-to-end", action="store_true")
+    p.add_argument(
+        "--stop-when-behind",
+        action="store_true",
+        help="stop a run once it has run longer than an earlier run took to the target",
+    )
     p.add_argument("--compile-cache", action="store_true", help="keep jaxbones' XLA cache")
     p.add_argument("--data-dir", default="", help="jaxbones' tfds data_dir")
     p.add_argument("--out", default="/tmp/time_to_accuracy.jsonl")
@@ -152,13 +164,18 @@ def main(argv=None):
         # the load average still counts the previous run's threads for about a minute
         waited = wait_for_idle(os.cpu_count() or 1, args.wait_idle)
         print(f"{framework}: running (after {waited:.0f} s waiting for the load)", flush=True)
-        res = run_one(framework.strip(), args)
+        times = [r["seconds_to_target"] for r in results if r["seconds_to_target"] is not None]
+        behind_after = min(times) if args.stop_when_behind and times else None
+        res = run_one(framework.strip(), args, behind_after)
         results.append(res)
         with open(args.out, "a") as f:
             f.write(json.dumps(res) + "\n")
         t = res["seconds_to_target"]
+        reach = f"{t:.0f} s" if t is not None else "not reached"
+        if res["stopped_behind_s"] is not None:
+            reach = f"not reached in {res['stopped_behind_s']:.0f} s (stopped: behind)"
         print(
-            f"{framework}: {f'{t:.0f} s' if t is not None else 'not reached'} to "
+            f"{framework}: {reach} to "
             f"{args.target:.0%} (step {res['step_at_target']}), best {res['best_accuracy']}, "
             f"load {res['load_at_start']} -> peak {res['peak_load']} on {res['cores']} cores"
             f"{' (LOADED: not a result)' if res['loaded'] else ''}",
