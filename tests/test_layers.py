@@ -461,9 +461,10 @@ def test_activations():
 
 def test_bf16_compute_keeps_f32_params():
     m = jaxbones.create_model("resnet18", dtype=jnp.bfloat16)
-    v = m.init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)))
+    x = jnp.ones((1, 32, 32, 3))
+    v = fast_jit(m.init)(jax.random.PRNGKey(0), x)
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v))
-    assert m.apply(v, jnp.ones((1, 32, 32, 3))).dtype == jnp.bfloat16
+    assert fast_jit(m.apply)(v, x).dtype == jnp.bfloat16
 
 
 def test_bf16_dense_backward_products_are_bf16_and_equal_autodiff():

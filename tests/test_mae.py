@@ -320,9 +320,9 @@ def test_patchify_and_reconstruct():
 def test_bf16_and_input_errors():
     model = jaxbones.create_model(NAME, dtype=jnp.bfloat16, **SMALL)
     x = images((2, 64, 64, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
+    variables = fast_jit(model.init)(jax.random.PRNGKey(0), x)
     assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
-    loss, pred, _ = model.apply(variables, x, rngs={"mask": jax.random.PRNGKey(0)})
+    loss, pred, _ = fast_jit(model.apply)(variables, x, rngs={"mask": jax.random.PRNGKey(0)})
     assert loss.dtype == jnp.float32 and pred.dtype == jnp.bfloat16 and jnp.isfinite(loss)
     with pytest.raises(ValueError, match="noise=|rngs"):
         model.apply(variables, x)

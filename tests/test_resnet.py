@@ -120,7 +120,7 @@ def test_sgd_step_resnet18():
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    loss_j, grads = jax.value_and_grad(loss_fn)(variables["params"])
+    loss_j, grads = fast_jit(jax.value_and_grad(loss_fn))(variables["params"])
     chex.assert_tree_all_finite(grads)
     chex.assert_trees_all_close(float(loss_j), loss_t, rtol=1e-5)
 
@@ -218,13 +218,13 @@ def test_new_head_for_transfer_learning():
 def test_zero_init_last_and_drop_path():
     m = jaxbones.create_model("resnet50", drop_path_rate=0.2)
     x = jnp.ones((2, 32, 32, 3))
-    v = m.init(jax.random.PRNGKey(0), x)
+    v = fast_jit(m.init)(jax.random.PRNGKey(0), x)
     assert not np.any(v["params"]["layer1_0"]["bn3"]["scale"])
     rngs = {"drop_path": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}
-    a, _ = m.apply(v, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    a, _ = fast_jit(lambda v: m.apply(v, x, train=True, rngs=rngs, mutable=["batch_stats"]))(v)
     assert np.isfinite(a).all()
     m2 = jaxbones.create_model("resnet50", zero_init_last=False)
-    v2 = m2.init(jax.random.PRNGKey(0), x)
+    v2 = fast_jit(m2.init)(jax.random.PRNGKey(0), x)
     assert np.all(v2["params"]["layer1_0"]["bn3"]["scale"] == 1)
 
 

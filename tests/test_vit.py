@@ -15,6 +15,7 @@ from helpers import (
     assert_close,
     assert_not_close,
     convert,
+    fast_jit,
     images,
     max_abs_diff,
     nhwc,
@@ -187,18 +188,18 @@ def test_drop_path_schedule_under_scan_and_remat_gradients():
     x = images((2, 32, 32, 3))
     kw = {"depth": 2, "img_size": 32, "drop_path_rate": 1.0}
     m_unrolled = jaxbones.create_model(name, **kw)
-    v = m_unrolled.init(jax.random.PRNGKey(0), x)
+    v = fast_jit(m_unrolled.init)(jax.random.PRNGKey(0), x)
     one = {**v["params"]}
     del one["blocks_1"]
-    expect = jaxbones.create_model(name, depth=1, img_size=32).apply({"params": one}, x)
+    expect = fast_jit(jaxbones.create_model(name, depth=1, img_size=32).apply)({"params": one}, x)
     rngs = {"drop_path": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(2)}
-    got = m_unrolled.apply(v, x, train=True, rngs=rngs)
+    got = fast_jit(lambda v: m_unrolled.apply(v, x, train=True, rngs=rngs))(v)
     np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
     conv = jaxbones.convert.get_converter("vit")
     for policy in ("dots",):
         m_scan = jaxbones.create_model(name, scan=True, remat_policy=policy, **kw)
         vs = conv.to_scanned(v, m_scan)
-        got_scan = m_scan.apply(vs, x, train=True, rngs=rngs)
+        got_scan = fast_jit(lambda v, m_scan=m_scan: m_scan.apply(v, x, train=True, rngs=rngs))(vs)
         np.testing.assert_allclose(got_scan, expect, rtol=1e-6, atol=1e-6)
 
         def loss(p, m_scan=m_scan):
