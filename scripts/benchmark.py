@@ -91,6 +91,9 @@ class Row:
     vs_torch: float | None = None  # JAX rows: median over rounds of torch step / JAX step
     load_max: float | None = None  # highest 1-minute load average sampled while measuring
     under_load: bool | None = None  # load_max above this process's cores: times inflated
+    # "retained": measured in a process with jaxbones.hardware.retain_host_memory (all rows
+    # of a comparison share the process, so PyTorch's rows have it too)
+    host_memory: str | None = None
 
 
 def host_info() -> str:
@@ -181,6 +184,8 @@ def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list
 
     Interleaving exposes every row of a comparison to the same load: a load change between
     two separately measured rows no longer shows up as a speed ratio."""
+    from jaxbones import hardware
+
     for p in pending:
         for _ in range(warmup):
             p.run()
@@ -205,6 +210,7 @@ def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list
         r.images_per_s_per_device = r.batch / dt  # one device per row
         r.mfu = p.flops / dt / p.peak if (p.peak and p.flops) else None
         r.group, r.rounds, r.load_max = group, steps, load_max
+        r.host_memory = "retained" if hardware.host_memory_retained() else None
         r.under_load = load_max > _process_cores()
         if r.framework == "jax" and best_torch:
             r.vs_torch = statistics.median(b / a for a, b in zip(ts, best_torch))
@@ -1033,6 +1039,9 @@ def main(argv=None):
     p.add_argument("--label", default=None, help=argparse.SUPPRESS)
     p.add_argument("--xla-flags-applied", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    from jaxbones.hardware import retain_host_memory
+
+    retain_host_memory()  # both frameworks' steps reuse freed host memory (see Row)
 
     if a.recount_flops:
         recount_flops(a.recount_flops, a.out)

@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 
+from jaxbones.hardware import retain_host_memory
 from scripts.benchmark import bench_jax, bench_torch, loadavg
 
 _INSTR = re.compile(r"^\s*(?:ROOT )?(\S+) = (\S+?)(?:\[[^\]]*\])?(?:\{[^}]*\})? (\S+?)\(")
@@ -336,6 +337,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args(argv)
+    retain_host_memory()  # as scripts.benchmark measures
     dump = tempfile.mkdtemp(prefix="jaxbones_hlo_")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text"

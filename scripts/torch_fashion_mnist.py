@@ -35,6 +35,7 @@ from torchvision import transforms as T
 
 from experiments.fashion_mnist import MEAN, RECIPE, STD
 from jaxbones.data.datasets import find_fashion_mnist, load_fashion_mnist
+from jaxbones.hardware import retain_host_memory
 
 
 class IdxDataset(torch.utils.data.Dataset):
@@ -82,6 +83,7 @@ def main(argv=None):
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    retain_host_memory()  # as jaxbones.launch runs the recipe it is compared with
     r = RECIPE
     torch.manual_seed(args.seed)
     src = args.data_dir or find_fashion_mnist()
