@@ -637,12 +637,13 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             ]
             ratio = _ratio(r["images_per_s"], max(best) if best else None, interleaved=False)
         mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
+        retained = " ‡" if r.get("host_memory") == "retained" else ""
         if "scan=True" in r["options"] and not r.get("flops_from"):
             # FLOPs of a scanned row without flops_from count the loop body once: not shown
             mfu = tflops = None
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['dtype']} | {r['batch']} | "
-            f"{r.get('img_size', '-')} | {r['framework']} | {r['options']} | "
+            f"{r.get('img_size', '-')} | {r['framework']} | {r['options']}{retained} | "
             f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['images_per_s'], '.1f')} | "
             f"{_fmt(r['images_per_s_per_device'], '.1f')} | "
             f"{_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('memory_gb'), '.2f')} | "
@@ -651,6 +652,14 @@ def _throughput_table(drows: list[dict]) -> list[str]:
         )
     if any("†" in ln for ln in lines):
         lines += ["", "†: JAX and PyTorch measured one after the other, not interleaved."]
+    if any("‡" in ln for ln in lines):
+        lines += [
+            "",
+            (
+                "‡: measured in a process with `jaxbones.hardware.retain_host_memory` (glibc"
+                " keeps freed memory for reuse; both frameworks' rows of a comparison share it)."
+            ),
+        ]
     return lines
 
 
