@@ -27,9 +27,13 @@ from jaxbones.text import tokenizer as tok_mod
 OUTPUTS = ("image features", "text features", "logits", "raw image", "raw text")
 OUTPUT_TOLS = {k: {"rtol": 0, "atol_of_max": 3e-5 if k == "logits" else 1e-5} for k in OUTPUTS}
 # jax against jax (scanned / unrolled); numpy against torch (normalisation and logits of the
-# same features: measured 1.7e-7 on logits of 0.2, 1.4e-6 on logits of 6)
+# same features: measured 1.7e-7 on logits of 0.2, 1.4e-6 on logits of 6, and 1.8e-7 on a
+# logit of 0.049 whose row's largest is 0.22: the logits' rounding follows the row's scale)
 SCANNED_TOLS = {k: {"rtol": 0, "atol_of_max": 1e-6} for k in OUTPUTS}
-NORMALISE_TOLS = {k: {"rtol": 1e-6, "atol": 1e-7} for k in OUTPUTS}
+NORMALISE_TOLS = {
+    k: {"rtol": 1e-6, "atol_of_max": 2e-6} if k == "logits" else {"rtol": 1e-6, "atol": 1e-7}
+    for k in OUTPUTS
+}
 CLASSIFIER = {"rtol": 0, "atol_of_max": 1e-5}
 ZERO_SHOT_LOGITS = {"rtol": 0, "atol_of_max": 1e-5}
 
