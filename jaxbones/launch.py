@@ -94,9 +94,11 @@ def main(get_config, argv=None, finalize=None):
     ``finalize(config) -> config`` derives keys from others after the overrides (a recipe's
     fine-tuning mode sets the trainable parameters, for example)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    from jaxbones.hardware import retain_host_memory
+    from jaxbones.hardware import retain_host_memory, tune_xla_cpu
 
-    retained = retain_host_memory()  # before jax starts its backend (it refuses after)
+    # both before jax starts its backend (they refuse after)
+    retained = retain_host_memory()
+    tuned = tune_xla_cpu()
     launch, overrides = _split_args(argv)
     from jaxbones.train.config import apply_overrides
 
@@ -119,6 +121,7 @@ def main(get_config, argv=None, finalize=None):
     if jax.process_index() == 0:
         print(f"topology: {json.dumps(topology())}", flush=True)
         print(f"host memory retained: {retained}", flush=True)
+        print(f"XLA CPU flags added: {' '.join(tuned) or 'none'}", flush=True)
     result = run(config)
     if jax.process_index() == 0:
         print("final: " + json.dumps(result.summary()), flush=True)

@@ -211,6 +211,9 @@ def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list
         r.mfu = p.flops / dt / p.peak if (p.peak and p.flops) else None
         r.group, r.rounds, r.load_max = group, steps, load_max
         r.host_memory = "retained" if hardware.host_memory_retained() else None
+        if r.framework == "jax" and hardware.xla_cpu_tuned():
+            given = (r.xla_flags or "").split()
+            r.xla_flags = " ".join(given + [f for f in hardware.xla_cpu_tuned() if f not in given])
         r.under_load = load_max > _process_cores()
         if r.framework == "jax" and best_torch:
             r.vs_torch = statistics.median(b / a for a, b in zip(ts, best_torch))
@@ -614,6 +617,13 @@ def _same_run(a, b) -> bool:
     return a.get("group") is not None and a.get("group") == b.get("group")
 
 
+def _tuned_flags() -> list[str]:
+    """Every flag ``tune_xla_cpu`` adds on some jaxlib version: rows carrying one are marked."""
+    from jaxbones.hardware import XLA_CPU_FLAGS
+
+    return sorted({f for flags in XLA_CPU_FLAGS.values() for f in flags})
+
+
 def _key(r) -> tuple:
     return (r["model"], r["mode"], r["dtype"], r["batch"], r.get("img_size"))
 
@@ -626,6 +636,7 @@ def _throughput_table(drows: list[dict]) -> list[str]:
         ),
         "|" + "---|" * 16,
     ]
+    tuned_flags = _tuned_flags()
     for r in drows:
         ratio = "-" if r.get("vs_torch") is None else f"{r['vs_torch']:.2f}x"
         if r["framework"] == "jax" and not r.get("group"):
@@ -638,6 +649,8 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             ratio = _ratio(r["images_per_s"], max(best) if best else None, interleaved=False)
         mfu, tflops = r.get("mfu"), r.get("tflops_per_step")
         retained = " ‡" if r.get("host_memory") == "retained" else ""
+        if any(f in (r.get("xla_flags") or "") for f in tuned_flags):
+            retained += " §"
         if "scan=True" in r["options"] and not r.get("flops_from"):
             # FLOPs of a scanned row without flops_from count the loop body once: not shown
             mfu = tflops = None
@@ -658,6 +671,15 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             (
                 "‡: measured in a process with `jaxbones.hardware.retain_host_memory` (glibc"
                 " keeps freed memory for reuse; both frameworks' rows of a comparison share it)."
+            ),
+        ]
+    if any("§" in ln for ln in lines):
+        lines += [
+            "",
+            (
+                "§: JAX row measured with `jaxbones.hardware.tune_xla_cpu`'s XLA flags ("
+                + ", ".join(f"`{f}`" for f in tuned_flags)
+                + "), as `jaxbones.launch` runs."
             ),
         ]
     return lines
@@ -1048,9 +1070,10 @@ def main(argv=None):
     p.add_argument("--label", default=None, help=argparse.SUPPRESS)
     p.add_argument("--xla-flags-applied", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    from jaxbones.hardware import retain_host_memory
+    from jaxbones.hardware import retain_host_memory, tune_xla_cpu
 
     retain_host_memory()  # both frameworks' steps reuse freed host memory (see Row)
+    tune_xla_cpu()  # the XLA flags jaxbones.launch runs with (recorded in JAX rows)
 
     if a.recount_flops:
         recount_flops(a.recount_flops, a.out)

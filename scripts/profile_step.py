@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 
-from jaxbones.hardware import retain_host_memory
+from jaxbones.hardware import retain_host_memory, tune_xla_cpu
 from scripts.benchmark import bench_jax, bench_torch, loadavg
 
 _INSTR = re.compile(r"^\s*(?:ROOT )?(\S+) = (\S+?)(?:\[[^\]]*\])?(?:\{[^}]*\})? (\S+?)\(")
@@ -154,14 +154,16 @@ def _xla_events(xplane: str) -> dict[str, list[float]]:
     return out
 
 
-def profile_jax(model: str, batch: int, steps: int, img_size: int | None, dump: str) -> dict:
+def profile_jax(
+    model: str, batch: int, steps: int, img_size: int | None, dump: str, mode: str = "train"
+) -> dict:
     import jax
 
     p = bench_jax(
         model,
         batch=batch,
         dtype="float32",
-        mode="train",
+        mode=mode,
         steps=0,
         warmup=0,
         overrides={},
@@ -178,7 +180,10 @@ def profile_jax(model: str, batch: int, steps: int, img_size: int | None, dump: 
             walls.append(time.perf_counter() - t)
     xplane = glob.glob(f"{trace}/**/*.xplane.pb", recursive=True)[0]
     events = _xla_events(xplane)
-    texts = sorted(glob.glob(f"{dump}/*jit_step*after_optimizations.txt"), key=os.path.getsize)
+    texts = sorted(
+        glob.glob(f"{dump}/*jit_{'step' if mode == 'train' else 'fwd'}*after_optimizations.txt"),
+        key=os.path.getsize,
+    )
     if not texts:
         raise RuntimeError(
             "no optimised HLO was dumped: run scripts.profile_step as a fresh process "
@@ -191,7 +196,11 @@ def profile_jax(model: str, batch: int, steps: int, img_size: int | None, dump: 
         d = instrs.get(name)
         if d is None:
             continue  # runtime bookkeeping, not an HLO instruction
-        rows.append((name, d, sum(durs) / steps))
+        # a thunk runs once per step: its median over the steps, so that one step that
+        # faults its memory in again (tens of ms on every elementwise pass) does not
+        # skew the shares
+        per_step = statistics.median(durs) if len(durs) == steps else sum(durs) / steps
+        rows.append((name, d, per_step))
     return {
         "rows": rows,
         "wall_ms": statistics.median(walls) * 1e3,
@@ -199,12 +208,14 @@ def profile_jax(model: str, batch: int, steps: int, img_size: int | None, dump: 
     }
 
 
-def profile_torch(model: str, batch: int, steps: int, img_size: int | None) -> dict:
+def profile_torch(
+    model: str, batch: int, steps: int, img_size: int | None, mode: str = "train"
+) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     p = bench_torch(
-        model, batch=batch, dtype="float32", mode="train", compile_=False, img_size=img_size
+        model, batch=batch, dtype="float32", mode=mode, compile_=False, img_size=img_size
     )
     p.run()
     walls = []
@@ -261,14 +272,23 @@ def _torch_kind(key: str) -> str:
     return kind
 
 
-def report(model: str, batch: int, steps: int, img_size: int | None, top: int, dump: str) -> str:
+def report(
+    model: str,
+    batch: int,
+    steps: int,
+    img_size: int | None,
+    top: int,
+    dump: str,
+    mode: str = "train",
+) -> str:
     load0 = loadavg()
     t = time.perf_counter()
-    j = profile_jax(model, batch, steps, img_size, dump)
+    j = profile_jax(model, batch, steps, img_size, dump, mode)
     tj = time.perf_counter() - t
-    tor = profile_torch(model, batch, steps, img_size)
+    tor = profile_torch(model, batch, steps, img_size, mode)
     load1 = loadavg()
-    out = [f"## {model}, batch {batch}, float32 train step (load {load0} -> {load1})", ""]
+    what = "train step" if mode == "train" else "inference forward"
+    out = [f"## {model}, batch {batch}, float32 {what} (load {load0} -> {load1})", ""]
     jtot = sum(r[2] for r in j["rows"])
     ttot = sum(ms for _, _, ms, _ in tor["rows"])
     out.append(
@@ -336,13 +356,15 @@ def main(argv=None):
     ap.add_argument("--img-size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--mode", choices=("train", "infer"), default="train")
     a = ap.parse_args(argv)
     retain_host_memory()  # as scripts.benchmark measures
+    tune_xla_cpu()
     dump = tempfile.mkdtemp(prefix="jaxbones_hlo_")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text"
     )
-    print(report(a.model, a.batch, a.steps, a.img_size, a.top, dump))
+    print(report(a.model, a.batch, a.steps, a.img_size, a.top, dump, a.mode))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``jaxbones.hardware.retain_host_memory``: glibc keeps freed memory for the next step."""
+"""``jaxbones.hardware``: glibc keeps freed memory for the next step (``retain_host_memory``);
+XLA CPU flags go into XLA_FLAGS before the backend starts (``tune_xla_cpu``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,15 +39,13 @@ print(json.dumps({"applied": applied, "faults": faults, "pages": size // resourc
 """
 
 
-def _probe(**env_extra) -> dict:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, **env_extra}
+def _probe(code: str = _PROBE, **env_extra) -> dict:
+    """Runs ``code`` in a fresh interpreter (XLA_FLAGS only as ``env_extra`` gives them);
+    returns the JSON object on its last line."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **env_extra)
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -63,3 +63,42 @@ def test_retained_block_is_reused_without_page_faults():
     assert off["applied"] is False
     if off["faults"] > 0.5 * off["pages"]:  # glibc's default maps the block afresh
         assert on["faults"] < 0.1 * off["faults"], (on, off)
+
+
+# Compiles a 3x3 convolution at the shape of ResNet-50's third stage and reports whether
+# XLA handed it to YNNPACK, with its output for a fixed input.
+_CONV_PROBE = """
+import json, os
+if os.environ.get("BACKEND_FIRST"):
+    import jax.numpy as jnp
+    jnp.zeros(1).block_until_ready()
+from jaxbones.hardware import tune_xla_cpu
+added = tune_xla_cpu()
+import jax, jax.numpy as jnp
+x = jnp.sin(jnp.arange(2 * 28 * 28 * 64, dtype=jnp.float32)).reshape(2, 28, 28, 64)
+w = jnp.cos(jnp.arange(3 * 3 * 64 * 64, dtype=jnp.float32)).reshape(3, 3, 64, 64) / 24
+conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+    x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC")))
+text = conv.lower(x, w).compile().as_text()
+print(json.dumps({"added": list(added), "ynn": "__ynn_fusion" in text,
+                  "out": conv(x, w)[:, ::7, ::7, ::8].ravel().tolist()}))
+"""
+
+
+def test_tune_xla_cpu_moves_convolutions_off_ynnpack_with_the_same_results():
+    from jaxbones.hardware import XLA_CPU_FLAGS, _jaxlib_minor
+
+    flags = XLA_CPU_FLAGS.get(_jaxlib_minor())
+    if not flags:
+        pytest.skip("no XLA CPU flags measured for this jaxlib")
+    tuned = _probe(_CONV_PROBE)
+    assert tuned["added"] == list(flags)
+    assert tuned["ynn"] is False  # XLA's own convolution
+    untuned = _probe(_CONV_PROBE, JAXBONES_TUNE_XLA_CPU="0")
+    assert untuned["added"] == [] and untuned["ynn"] is True
+    np.testing.assert_allclose(tuned["out"], untuned["out"], rtol=1e-5, atol=1e-5)
+    # too late once the backend has read XLA_FLAGS; a flag the user set is theirs
+    assert _probe(_CONV_PROBE, BACKEND_FIRST="1")["added"] == []
+    name = flags[0].split("=", 1)[0]
+    kept = _probe(_CONV_PROBE, XLA_FLAGS=f"{name}=-individual_dot")
+    assert kept["added"] == [] and kept["ynn"] is True
