@@ -928,13 +928,17 @@ def _input_table(irows: list[dict]) -> list[str]:
 def latest_per_setting(rows: list[dict]) -> list[dict]:
     """The newest row of each setting (device, model, mode, dtype, batch, resolution,
     framework, options, study knob), in file order: a re-measurement replaces the row it
-    repeats in BENCHMARKS.md, and the JSON-lines file keeps both."""
+    repeats in BENCHMARKS.md, and the JSON-lines file keeps both. The flags
+    ``tune_xla_cpu`` adds are the default setting, not a setting of their own: a row
+    measured with them replaces the row measured before them."""
+    tuned = set(_tuned_flags())
     latest = {}
     for r in rows:
+        flags = " ".join(f for f in (r.get("xla_flags") or "").split() if f not in tuned)
         setting = (
             r["device"], r["model"], r.get("mode"), r.get("dtype"), r.get("batch"),
             r.get("img_size"), r["framework"], r.get("options"), r.get("compared"),
-            r.get("study"), r.get("knob"), r.get("xla_flags"),
+            r.get("study"), r.get("knob"), flags or None,
         )  # fmt: skip
         latest.pop(setting, None)
         latest[setting] = r

@@ -11,9 +11,12 @@ this process) and buckets them by phase (forward, backward, optimizer; from the 
 reduction, elementwise, data movement) and layer type (``bn``, ``conv``, ``attn`` ... from
 the Flax module path). The PyTorch step (``bench_torch``, ``channels_last``) runs under
 ``torch.profiler``; its ops are bucketed the same way (``*Backward*`` is backward,
-``optimizer.step`` the update). Times are per step, summed over threads (XLA may run
-independent thunks on two threads at once, so the buckets can add up to more than the wall
-time printed on the first line).
+``optimizer.step`` the update). Times are per step (each thunk's median over the steps),
+summed over threads: XLA may run independent thunks on two threads at once, so the buckets
+can add up to more than the wall time printed on the first line. Thunks that XLA runs on
+Eigen's kernels (its own dots and convolutions) are asynchronous: their events cover the
+launch only, and their work shows as time between events. ``--mode infer`` profiles the
+inference forward instead of the train step.
 """
 
 from __future__ import annotations

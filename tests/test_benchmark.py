@@ -6,6 +6,8 @@ Timings are not asserted (shared CI machines)."""
 import json
 import math
 
+import pytest
+
 from scripts import benchmark
 
 # Fields every row written by this version carries (older rows may lack the later ones).
@@ -189,6 +191,30 @@ def test_render_interleaved_ratios_load_and_knob_study():
         "layers": (1, 2),
         "xla": "--a=1 --b=x,y",
     }
+
+
+def test_rows_with_the_tuned_xla_flags_replace_and_are_marked():
+    """A row measured with tune_xla_cpu's flags is a re-measurement of the default setting:
+    it replaces the row measured before them, is marked, and names the flags; a study's
+    own XLA flags still make a setting of their own."""
+    from jaxbones.hardware import XLA_CPU_FLAGS
+
+    tuned = sorted({f for flags in XLA_CPU_FLAGS.values() for f in flags})
+    if not tuned:
+        pytest.skip("no tuned XLA flags on any jaxlib")
+    base = {
+        "date": "2026-12-02", "device": "cpu:cpu", "framework": "jax", "model": "m",
+        "mode": "train", "dtype": "float32", "batch": 8, "img_size": 224, "options": "-",
+        "images_per_s": 1.0, "images_per_s_per_device": 1.0, "group": "g", "vs_torch": 1.0,
+        "load_max": 1.0, "under_load": False, "host": "CPU X, 2 cores",
+    }  # fmt: skip
+    old = {**base, "step_ms": 111.0}
+    new = {**base, "step_ms": 222.0, "xla_flags": " ".join(tuned)}
+    study = {**base, "step_ms": 333.0, "xla_flags": " ".join(["--xla_other=1", *tuned])}
+    assert benchmark.latest_per_setting([old, new, study]) == [new, study]
+    text = benchmark.render([old, new])
+    assert "111.0" not in text and "| - § | 222.0 |" in text
+    assert all(f"`{f}`" in text for f in tuned)
 
 
 def test_profile_step_buckets_compiled_instructions():
