@@ -143,16 +143,25 @@ def retain_host_memory() -> bool:
 
 
 TUNE_ENV = "JAXBONES_TUNE_XLA_CPU"  # "0": leave XLA_FLAGS as given
-# XLA CPU flags, by the jaxlib versions they were measured on (major, minor). A flag XLA does
-# not know aborts the process when the backend starts, so other versions get none.
+# XLA CPU flags by the jaxlib version they were measured on (major, minor), each with the
+# model families (``model_info(name)["family"]``) whose steps ran faster with it. A flag XLA
+# does not know aborts the process when the backend starts, so other versions get none.
 #   -individual_convolution: spatial convolutions run on XLA's Eigen kernels instead of
-#   YNNPACK's (the dots stay YNNPACK's). Forward + kernel and input gradients, batch 8,
-#   idle 2-core machine, ResNet-50's 3x3 convolutions at 56x56x64: 20.7 + 42.5 -> 13.2 +
-#   34.2 ms; 28x28x128: 13.1 + 28.5 -> 11.7 + 25.4 ms; the 7x7 stem 23.1 + 126 -> 20.7 + 100
-#   ms; Swin's 4x4 patch embedding forward 5.8 -> 3.6 ms. ResNet-50 train step 1.05x,
-#   inference 1.08x (docs/cpu_profile.md).
+#   YNNPACK's (the dots stay YNNPACK's). Batch 8, idle 2-core machine, one process with both
+#   programs compiled: ResNet-50's 3x3 convolution at 56x56x64 forward 20.7 -> 13.2 ms,
+#   gradients 42.5 -> 34.2 ms; ResNet-50 train step 1.05x, inference 1.08x; ResNet-18
+#   (batch 128, 32 px) train 1.08x; Inception-v3 inference 1.24x; CSPDarknet-53 inference
+#   1.11x. Not for DenseNet-121 (inference 0.87x: its convolutions alone are faster, the
+#   program around them is not) or VoVNet's depthwise convolutions (0.82x); the
+#   transformers' patch embeddings measured within noise (docs/cpu_profile.md).
 XLA_CPU_FLAGS = {
-    (0, 10): ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",),
+    (0, 10): {
+        "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution": (
+            "cspnet",
+            "inception",
+            "resnet",
+        ),
+    },
 }
 _tuned: tuple[str, ...] = ()
 
@@ -172,20 +181,24 @@ def _jaxlib_minor() -> tuple[int, int] | None:
         return None
 
 
-def tune_xla_cpu() -> tuple[str, ...]:
-    """Appends ``XLA_CPU_FLAGS`` for the installed jaxlib to ``XLA_FLAGS``; returns the flags
-    added (empty where none applied).
+def tune_xla_cpu(families) -> tuple[str, ...]:
+    """Appends to ``XLA_FLAGS`` each flag of ``XLA_CPU_FLAGS`` (for the installed jaxlib)
+    measured faster for every one of the model ``families`` this process will run; returns
+    the flags added (empty where none applied).
 
-    XLA reads ``XLA_FLAGS`` once, when JAX starts its backend, so this must run before:
-    afterwards it adds nothing. A flag whose name ``XLA_FLAGS`` already sets is left to the
-    user's value. Nothing is added on jaxlib versions the flags were not measured on, or
-    when ``JAXBONES_TUNE_XLA_CPU=0``. The flags change only how XLA's CPU backend runs
-    programs (results within float32 rounding); other backends ignore them.
+    XLA reads ``XLA_FLAGS`` once, when JAX starts its backend, and the flags hold for every
+    program of the process: so this must run before the backend starts (afterwards it adds
+    nothing), and a flag applies only if all the families gain from it. A flag whose name
+    ``XLA_FLAGS`` already sets is left to the user's value. Nothing is added on jaxlib
+    versions the flags were not measured on, or when ``JAXBONES_TUNE_XLA_CPU=0``. The flags
+    change only how XLA's CPU backend runs programs (results within float32 rounding);
+    other backends ignore them.
     """
     global _tuned
+    families = set(families)
     if _tuned:
         return _tuned
-    if os.environ.get(TUNE_ENV, "1") == "0":
+    if not families or os.environ.get(TUNE_ENV, "1") == "0":
         return ()
     bridge = sys.modules.get("jax._src.xla_bridge")
     if bridge is not None and bridge.backends_are_initialized():
@@ -193,7 +206,9 @@ def tune_xla_cpu() -> tuple[str, ...]:
     current = os.environ.get("XLA_FLAGS", "")
     given = {f.split("=", 1)[0] for f in current.split()}
     added = tuple(
-        f for f in XLA_CPU_FLAGS.get(_jaxlib_minor(), ()) if f.split("=", 1)[0] not in given
+        flag
+        for flag, measured in XLA_CPU_FLAGS.get(_jaxlib_minor(), {}).items()
+        if families <= set(measured) and flag.split("=", 1)[0] not in given
     )
     if added:
         os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()

@@ -87,6 +87,16 @@ def topology() -> dict:
     }
 
 
+def _model_family(config) -> str:
+    """The family of the model a run config trains (its pretrained tag's when ``model`` is
+    empty)."""
+    from jaxbones.registry import get_entry
+    from jaxbones.train.pretrained import data_settings
+
+    # the registry entry, not model_info: counting parameters would start the backend
+    return get_entry(data_settings(config)["model"]).family
+
+
 def main(get_config, argv=None, finalize=None):
     """Parses ``argv`` (default ``sys.argv[1:]``), starts jax.distributed, runs training;
     returns ``train.run``'s ``RunResult``.
@@ -96,15 +106,14 @@ def main(get_config, argv=None, finalize=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     from jaxbones.hardware import retain_host_memory, tune_xla_cpu
 
-    # both before jax starts its backend (they refuse after)
-    retained = retain_host_memory()
-    tuned = tune_xla_cpu()
+    retained = retain_host_memory()  # before jax starts its backend (it refuses after)
     launch, overrides = _split_args(argv)
     from jaxbones.train.config import apply_overrides
 
     config = get_config()
     config.lock()
     apply_overrides(config, overrides)  # typos fail here, before any device work
+    tuned = tune_xla_cpu([_model_family(config)])  # also before the backend starts
     initialize_distributed(
         launch.get("coordinator"), launch.get("num_processes"), launch.get("process_id")
     )

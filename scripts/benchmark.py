@@ -621,7 +621,7 @@ def _tuned_flags() -> list[str]:
     """Every flag ``tune_xla_cpu`` adds on some jaxlib version: rows carrying one are marked."""
     from jaxbones.hardware import XLA_CPU_FLAGS
 
-    return sorted({f for flags in XLA_CPU_FLAGS.values() for f in flags})
+    return sorted({f for by_flag in XLA_CPU_FLAGS.values() for f in by_flag})
 
 
 def _key(r) -> tuple:
@@ -679,7 +679,8 @@ def _throughput_table(drows: list[dict]) -> list[str]:
             (
                 "§: JAX row measured with `jaxbones.hardware.tune_xla_cpu`'s XLA flags ("
                 + ", ".join(f"`{f}`" for f in tuned_flags)
-                + "), as `jaxbones.launch` runs."
+                + "); `jaxbones.launch` adds them for the model families listed in "
+                "`jaxbones.hardware.XLA_CPU_FLAGS`."
             ),
         ]
     return lines
@@ -1075,9 +1076,12 @@ def main(argv=None):
     p.add_argument("--xla-flags-applied", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     from jaxbones.hardware import retain_host_memory, tune_xla_cpu
+    from jaxbones.registry import get_entry
 
     retain_host_memory()  # both frameworks' steps reuse freed host memory (see Row)
-    tune_xla_cpu()  # the XLA flags jaxbones.launch runs with (recorded in JAX rows)
+    # the XLA flags jaxbones.launch would run these models with (recorded in JAX rows)
+    # (the registry entries: model_info would start the backend first)
+    tune_xla_cpu([get_entry(m).family for m in a.models.split(",")])
 
     if a.recount_flops:
         recount_flops(a.recount_flops, a.out)

@@ -362,7 +362,9 @@ def main(argv=None):
     ap.add_argument("--mode", choices=("train", "infer"), default="train")
     a = ap.parse_args(argv)
     retain_host_memory()  # as scripts.benchmark measures
-    tune_xla_cpu()
+    from jaxbones.registry import get_entry
+
+    tune_xla_cpu([get_entry(a.model).family])  # as jaxbones.launch runs it
     dump = tempfile.mkdtemp(prefix="jaxbones_hlo_")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} --xla_dump_hlo_as_text"

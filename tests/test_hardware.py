@@ -73,7 +73,7 @@ if os.environ.get("BACKEND_FIRST"):
     import jax.numpy as jnp
     jnp.zeros(1).block_until_ready()
 from jaxbones.hardware import tune_xla_cpu
-added = tune_xla_cpu()
+added = tune_xla_cpu(os.environ.get("FAMILIES", "resnet").split(","))
 import jax, jax.numpy as jnp
 x = jnp.sin(jnp.arange(2 * 28 * 28 * 64, dtype=jnp.float32)).reshape(2, 28, 28, 64)
 w = jnp.cos(jnp.arange(3 * 3 * 64 * 64, dtype=jnp.float32)).reshape(3, 3, 64, 64) / 24
@@ -85,18 +85,23 @@ print(json.dumps({"added": list(added), "ynn": "__ynn_fusion" in text,
 """
 
 
-def test_tune_xla_cpu_moves_convolutions_off_ynnpack_with_the_same_results():
+def test_tune_xla_cpu_moves_a_resnets_convolutions_off_ynnpack_with_the_same_results():
     from jaxbones.hardware import XLA_CPU_FLAGS, _jaxlib_minor
 
-    flags = XLA_CPU_FLAGS.get(_jaxlib_minor())
+    flags = [
+        f for f, families in XLA_CPU_FLAGS.get(_jaxlib_minor(), {}).items() if "resnet" in families
+    ]
     if not flags:
-        pytest.skip("no XLA CPU flags measured for this jaxlib")
+        pytest.skip("no XLA CPU flags measured for ResNets on this jaxlib")
     tuned = _probe(_CONV_PROBE)
-    assert tuned["added"] == list(flags)
+    assert tuned["added"] == flags
     assert tuned["ynn"] is False  # XLA's own convolution
     untuned = _probe(_CONV_PROBE, JAXBONES_TUNE_XLA_CPU="0")
     assert untuned["added"] == [] and untuned["ynn"] is True
     np.testing.assert_allclose(tuned["out"], untuned["out"], rtol=1e-5, atol=1e-5)
+    # only where every family of the process gains: not with a DenseNet in it
+    mixed = _probe(_CONV_PROBE, FAMILIES="resnet,densenet")
+    assert mixed["added"] == [] and mixed["ynn"] is True
     # too late once the backend has read XLA_FLAGS; a flag the user set is theirs
     assert _probe(_CONV_PROBE, BACKEND_FIRST="1")["added"] == []
     name = flags[0].split("=", 1)[0]
