@@ -5,8 +5,9 @@ sheets) or None (CPU); the training loop's MFU and ``scripts/benchmark.py`` both
 ``hbm_bytes(device_kind)``: memory per TPU chip (Cloud TPU data sheets) or None.
 ``step_cost(compiled)``: FLOPs of one compiled step from XLA's cost analysis.
 ``retain_host_memory()``: glibc's malloc keeps freed memory for reuse (the CPU step's
-temporaries), and ``tune_xla_cpu()``: XLA CPU flags measured faster on this project's steps;
-both called by the entry points that own their process, before JAX starts its backend.
+temporaries), and ``tune_xla_cpu(families)``: XLA CPU flags measured faster for those model
+families; both called by the entry points that own their process, before JAX starts its
+backend.
 This module imports nothing, so benchmarks run on hosts without the training extras.
 """
 

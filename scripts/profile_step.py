@@ -109,7 +109,7 @@ def _kind(d: dict) -> str:
 def _phase(op_name: str) -> str:
     if "transpose(" in op_name:
         return "backward"
-    if "jvp(" in op_name:
+    if "jvp(" in op_name or op_name.startswith("jit(fwd)/"):  # fwd: the inference program
         return "forward"
     return "optimizer/other"
 

@@ -242,3 +242,11 @@ def test_profile_step_buckets_compiled_instructions():
     assert ("backward", "dot") in kinds  # the Dense kernel's gradient
     layers = {profile_step._layer(d["op_name"]) for d in instrs.values()}
     assert {"conv", "fc"} <= layers
+
+    def fwd(p):  # the inference program's name in scripts.benchmark (--mode infer)
+        return net.apply(p, x)
+
+    infer = profile_step._parse_hlo(jax.jit(fwd).lower(p).compile().as_text())
+    assert ("forward", "conv 3x3") in {
+        (profile_step._phase(d["op_name"]), profile_step._kind(d)) for d in infer.values()
+    }
