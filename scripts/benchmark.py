@@ -211,9 +211,6 @@ def measure_interleaved(pending: list[Pending], steps: int, warmup: int) -> list
         r.mfu = p.flops / dt / p.peak if (p.peak and p.flops) else None
         r.group, r.rounds, r.load_max = group, steps, load_max
         r.host_memory = "retained" if hardware.host_memory_retained() else None
-        if r.framework == "jax" and hardware.xla_cpu_tuned():
-            given = (r.xla_flags or "").split()
-            r.xla_flags = " ".join(given + [f for f in hardware.xla_cpu_tuned() if f not in given])
         r.under_load = load_max > _process_cores()
         if r.framework == "jax" and best_torch:
             r.vs_torch = statistics.median(b / a for a, b in zip(ts, best_torch))
@@ -247,7 +244,7 @@ def bench_jax(
     import optax
 
     import jaxbones
-    from jaxbones.hardware import peak_flops
+    from jaxbones.hardware import peak_flops, xla_cpu_tuned
 
     info = jaxbones.model_info(name)
     h, w, c = info["input_size"]
@@ -407,6 +404,9 @@ def bench_jax(
         versions=versions("jax", "jaxlib", "flax"),
         **tags,
     )
+    # the XLA_FLAGS the program was compiled with: a variant's own and tune_xla_cpu's
+    given = (row.xla_flags or "").split()
+    row.xla_flags = " ".join(given + [f for f in xla_cpu_tuned() if f not in given]) or None
     if mode == "compile":  # compile time suffers from load too
         row.load_max = round(max(load[0], os.getloadavg()[0]), 2) if load else None
         row.under_load = row.load_max is not None and row.load_max > _process_cores()
@@ -1095,8 +1095,8 @@ def main(argv=None):
     from jaxbones.registry import get_entry
 
     retain_host_memory()  # both frameworks' steps reuse freed host memory (see Row)
-    # the XLA flags jaxbones.launch would run these models with (recorded in JAX rows)
-    # (the registry entries: model_info would start the backend first)
+    # the XLA flags jaxbones.launch would run these models with (recorded in JAX rows);
+    # families from the registry entries, as model_info would start the backend first
     tune_xla_cpu([get_entry(m).family for m in a.models.split(",")])
 
     if a.recount_flops:

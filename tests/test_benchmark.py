@@ -197,9 +197,7 @@ def test_rows_with_the_tuned_xla_flags_replace_and_are_marked():
     """A row measured with tune_xla_cpu's flags is a re-measurement of the default setting:
     it replaces the row measured before them, is marked, and names the flags; a study's
     own XLA flags still make a setting of their own."""
-    from jaxbones.hardware import XLA_CPU_FLAGS
-
-    tuned = sorted({f for flags in XLA_CPU_FLAGS.values() for f in flags})
+    tuned = benchmark._tuned_flags()
     if not tuned:
         pytest.skip("no tuned XLA flags on any jaxlib")
     base = {
