@@ -233,11 +233,16 @@ def test_killed_download_recovers_and_concurrent_loads_agree(server, tv_resnet18
     server.faults[path] = "stall"  # the first process hangs mid-download and is killed
     p = _spawn(url, sha)
     deadline = time.time() + 120
-    while not list(downloads.glob("*.part")) and time.time() < deadline:
+
+    def receiving():  # the .part file is created before the request is sent: wait for bytes
+        return any(f.stat().st_size > 0 for f in downloads.glob("*.part"))
+
+    while not receiving() and time.time() < deadline:
         time.sleep(0.2)
     p.kill()
     p.wait()
-    assert list(downloads.glob("*.part")), "the killed process never started downloading"
+    assert receiving(), "the killed process never started downloading"
+    assert server.count(path) == 1
     assert not (downloads / "resnet18-test.safetensors").exists()
     server.faults.pop(path)
 
