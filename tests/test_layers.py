@@ -507,7 +507,7 @@ def test_bf16_dense_backward_products_are_bf16_and_equal_autodiff():
 
 @pytest.mark.parametrize("case", ["plain", "bias+mask", "causal"])
 def test_heads_major_attention_equals_xla_attention_with_gradients(case):
-    """The CPU attention (heads moved first, the softmax's backward reading its output) gives
+    """The CPU attention (heads moved first, the softmax normalised after the product) gives
     ``jax.nn.dot_product_attention``'s "xla" result and gradients in q, k, v and bias."""
     from jaxbones.layers import attention
 
@@ -543,6 +543,34 @@ def test_heads_major_attention_equals_xla_attention_with_gradients(case):
         np.testing.assert_allclose(g, r, atol=2e-5, rtol=1e-5)
     if "bias" in kw:
         assert float(jnp.abs(got[3]).max()) > 0  # the bias gradient is really compared
+
+
+def test_softmax_product_equals_softmax_then_product_with_gradients():
+    """Normalising after the product gives ``softmax(logits) @ v`` and its gradients, for a
+    row of equal (fully masked) logits too, and keeps bf16 values bf16."""
+    from jaxbones.layers.attention import softmax_product
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.standard_normal((2, 3, 5, 7)) * 4, jnp.float32)
+    logits = logits.at[0, 0, 1].set(-0.7 * float(jnp.finfo(jnp.float32).max))
+    v = jnp.asarray(rng.standard_normal((2, 3, 7, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32)
+
+    def reference(logits, v):
+        return jax.nn.softmax(logits, axis=-1) @ v
+
+    np.testing.assert_allclose(softmax_product(logits, v), reference(logits, v), atol=1e-6)
+    np.testing.assert_allclose(softmax_product(logits, v)[0, 0, 1], v[0, 0].mean(0), atol=1e-6)
+    got = jax.grad(lambda a, b: (softmax_product(a, b) * w).sum(), argnums=(0, 1))(logits, v)
+    want = jax.grad(lambda a, b: (reference(a, b) * w).sum(), argnums=(0, 1))(logits, v)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-5)
+    v16 = v.astype(jnp.bfloat16)
+    out16 = softmax_product(logits, v16)
+    assert out16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out16.astype(jnp.float32), reference(logits, v), atol=3e-2)
+    dv16 = jax.grad(lambda b: (softmax_product(logits, b).astype(jnp.float32) * w).sum())(v16)
+    assert dv16.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
