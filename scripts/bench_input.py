@@ -160,8 +160,8 @@ def compare_draft(data_dir: str, image_size: int, num: int) -> dict:
         a = exact.random_map(rec, rngs[0])["image"].astype(np.float64)
         b = fast.random_map(rec, rngs[1])["image"].astype(np.float64)
         same_draws += rngs[0].bit_generator.state == rngs[1].bit_generator.state
-        img = transforms.to_pil(rec["image"])
-        left, top, w, h = transforms.rrc_box(img.width, img.height, rngs[2], cfg["scale"])
+        width, height = transforms.image_size(rec["image"])
+        left, top, w, h = transforms.rrc_box(width, height, rngs[2], cfg["scale"])
         scale = transforms.draft_scale((left, top, left + w, top + h), image_size)
         scales[scale] += 1
         if scale > 1:

@@ -483,19 +483,73 @@ def test_crops_match_timm_and_torchvision(interp):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def _china_jpeg() -> bytes:
+    """A real photo: scikit-learn's china.jpg (640 x 427), read without importing sklearn."""
+    import importlib.util
+
+    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
+    with open(os.path.join(sklearn_dir, "datasets", "images", "china.jpg"), "rb") as f:
+        return f.read()
+
+
+def test_jpeg_bytes_decode_to_pils_pixels(monkeypatch):
+    """Encoded bytes decode to exactly PIL's RGB pixels, at full size and at each reduced DCT
+    scale (PIL's draft), whichever decoder takes them: TurboJPEG for YCbCr and grey JPEGs,
+    PIL for CMYK JPEGs, PNGs and damaged files (which raise PIL's own error)."""
+    import io
+
+    from PIL import Image
+
+    turbo_calls = []
+    decode_jpeg = transforms.simplejpeg.decode_jpeg
+    monkeypatch.setattr(
+        transforms.simplejpeg,
+        "decode_jpeg",
+        lambda *a, **k: turbo_calls.append(1) or decode_jpeg(*a, **k),
+    )
+
+    def encode(img, fmt="JPEG", **kw):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **kw)
+        return buf.getvalue()
+
+    def pil_decode(raw, reduce=1):
+        img = Image.open(io.BytesIO(raw))
+        if reduce > 1:
+            img.draft(None, (img.width // reduce, img.height // reduce))
+        return np.asarray(img.convert("RGB"))
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (61, 83, 3), np.uint8))
+    turbo = {
+        "photo 4:2:0": _china_jpeg(),
+        "4:4:4": encode(rgb, subsampling=0),
+        "4:2:2": encode(rgb, subsampling=1),
+        "progressive": encode(rgb, progressive=True),
+        "grey": encode(rgb.convert("L")),
+    }
+    pil_only = {"cmyk": encode(rgb.convert("CMYK")), "png": encode(rgb, "PNG")}
+    for name, raw in {**turbo, **pil_only}.items():
+        for reduce in (1, 2, 4, 8):
+            turbo_calls.clear()
+            got = transforms.to_pil(raw, reduce)
+            np.testing.assert_array_equal(np.asarray(got), pil_decode(raw, reduce), name)
+            assert len(turbo_calls) == (name in turbo), (name, reduce)
+            if name != "png":
+                w, h = transforms.image_size(raw)
+                assert got.size == (-(-w // reduce), -(-h // reduce)), (name, reduce)
+    damaged = turbo["4:4:4"][: len(turbo["4:4:4"]) // 2]
+    with pytest.raises(OSError, match="truncated"):
+        np.asarray(transforms.to_pil(damaged))  # PIL decodes lazily
+
+
 def test_jpeg_draft_same_boxes_close_pixels():
     """The reduced-size JPEG decode option draws the same random numbers (so the same crop
     boxes and flips), equals the exact path where the crop is too small to reduce, and stays
     within a few grey levels elsewhere (a real photo: scikit-learn's china.jpg, 640x427)."""
-    import importlib.util
-
     assert transforms.draft_scale((0, 0, 500, 375), 112) == 2
     assert transforms.draft_scale((10, 0, 1010, 900), 112) == 8
     assert transforms.draft_scale((0, 0, 447, 447), 224) == 1
-    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
-    path = os.path.join(sklearn_dir, "datasets", "images", "china.jpg")  # without the import
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = _china_jpeg()
     cfg = pipeline._augment_config("classification", None)
     exact = pipeline._TrainTransform("classification", 112, MEAN, STD, cfg)
     fast = pipeline._TrainTransform("classification", 112, MEAN, STD, {**cfg, "jpeg_draft": True})

@@ -194,16 +194,17 @@ class _TrainTransform(grain.transforms.RandomMap):
 
     def random_map(self, element, rng: np.random.Generator):
         cfg, size = self.cfg, self.image_size
-        img = transforms.to_pil(element["image"])
+        image = element["image"]  # encoded bytes are decoded by the crop, once the box is known
+        width, height = transforms.image_size(image)
         mask = _mask_image(element[self.mask_key[0]]) if self.task == "segmentation" else None
         if cfg.get("rrc", False):
-            box = transforms.rrc_box(img.width, img.height, rng, cfg["scale"], cfg["ratio"])
+            box = transforms.rrc_box(width, height, rng, cfg["scale"], cfg["ratio"])
             box = (box[0], box[1], box[0] + box[2], box[1] + box[3])
         else:
-            box = (0, 0, img.width, img.height)
+            box = (0, 0, width, height)
         interp = transforms.interpolation(cfg["interpolation"], rng)
         crop = transforms.draft_crop_resize if cfg.get("jpeg_draft") else transforms.crop_resize
-        img = crop(img, box, size, interp)
+        img = crop(image, box, size, interp)
         if mask is not None:  # same crop, nearest neighbour so labels stay labels
             mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
         flip = cfg["hflip"] > 0 and rng.random() < cfg["hflip"]
