@@ -11,6 +11,8 @@ warm-up batch:
                         the torchvision-exact decode (full JPEG, crop, resize)
   train rrc+flip draft  the same with ``augment={"jpeg_draft": True}`` (reduced-size DCT
                         decoding where the crop keeps >= image_size pixels per side)
+  ... opencv            the same with ``augment={"resize_backend": "opencv"}`` (the crop
+                        resized by OpenCV, area averaging where it shrinks)
   ... uint8             the same with ``image_dtype='uint8'``: pixels, normalised later by
                         the train step on the device (not timed here)
   train +ra+reprob      RandAugment rand-m9-mstd0.5 + random erasing 0.25
@@ -23,7 +25,8 @@ followed by ToTensor + Normalize (float32 batches, as jaxbones yields).
 The settings run interleaved, ``--repeats`` rounds (exact, torch, draft, ..., exact, torch,
 draft, ...), so a change of machine load hits all of them; each row gives the median and
 the best round, and a jaxbones row its median over that of the torchvision setting doing the
-same work (``torch_counterpart``: the draft and uint8 options against plain torchvision).
+same work (``torch_counterpart``: the draft, opencv and uint8 options against plain
+torchvision).
 Rows are appended to ``--out`` (default benchmarks.jsonl; BENCHMARKS.md renders them with
 ``python -m scripts.benchmark --render``). The run first waits (``--wait_idle`` seconds at
 most) for the 1-minute load average to fall below the core count; rows that start above it
@@ -32,10 +35,12 @@ they run, so the load at the end is printed and recorded (``load_max``) but is n
 test. ``--cores N`` pins the benchmark and its worker processes to N cores (per-core rates:
 grain's read threads would otherwise use every core).
 
-``--compare N`` checks the draft option's output on the first N images (seed i for image
-i) against the exact path's: the random draws (hence crop boxes and flips) must be the
-same, and it reports how many crops were decoded reduced (per DCT scale) and the pixel
-difference over those: mean absolute (grey levels 0..255) and PSNR.
+``--compare N`` checks each fast option's output (draft, opencv) on the first N images
+(seed i for image i) against the exact path's: the random draws (hence crop boxes and
+flips) must be the same, and it reports how many crops were decoded reduced (per DCT
+scale) and the pixel difference over the crops the option changed (for draft, those
+decoded reduced; for opencv, every crop): mean absolute (grey levels 0..255), PSNR and the
+largest difference.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from jaxbones.data.synthetic import SyntheticJpeg
 from scripts.benchmark import host_info, versions, wait_for_idle
 
 TORCH = "(torchvision)"
+OPENCV = {"resize_backend": "opencv"}
+FAST_OPTIONS = {"draft": {"jpeg_draft": True}, "opencv": OPENCV}  # --compare
 INPUT_FRAMEWORK = "input-pipeline"  # the rows' `framework` in benchmarks.jsonl
 
 
@@ -65,7 +72,7 @@ def torch_counterpart(name: str) -> str | None:
     uint8 options are other ways to the same crops), None for a torchvision setting."""
     if name.endswith(TORCH):
         return None
-    base = name.removesuffix(" uint8").removesuffix(" draft")
+    base = name.removesuffix(" uint8").removesuffix(" opencv").removesuffix(" draft")
     return f"{base} {TORCH}"
 
 
@@ -142,17 +149,16 @@ def torch_loaders(root: str, size: int, batch: int) -> dict:
     return {name: loader(t) for name, t in pipelines.items()}
 
 
-def compare_draft(data_dir: str, image_size: int, num: int) -> dict:
-    """The draft option against the exact path on the first `num` images (module doc)."""
+def compare_fast_option(data_dir: str, image_size: int, num: int, option: dict) -> dict:
+    """A fast `option` (augment keys) against the exact path on the first `num` images
+    (module doc)."""
     from jaxbones.data import pipeline, transforms
 
     src = data.open_source("synthetic_jpeg", "train", data_dir, encoded_images=True)
     cfg = pipeline._augment_config("classification", None)
     mean, std = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)  # outputs in grey levels
     exact = pipeline._TrainTransform("classification", image_size, mean, std, cfg)
-    fast = pipeline._TrainTransform(
-        "classification", image_size, mean, std, {**cfg, "jpeg_draft": True}
-    )
+    fast = pipeline._TrainTransform("classification", image_size, mean, std, {**cfg, **option})
     scales, same_draws, sq, ab, n_px, worst = collections.Counter(), 0, 0.0, 0.0, 0, 0.0
     for i in range(min(num, len(src))):
         rec = src[i]
@@ -163,8 +169,9 @@ def compare_draft(data_dir: str, image_size: int, num: int) -> dict:
         width, height = transforms.image_size(rec["image"])
         left, top, w, h = transforms.rrc_box(width, height, rngs[2], cfg["scale"])
         scale = transforms.draft_scale((left, top, left + w, top + h), image_size)
+        scale = scale if option.get("jpeg_draft") else 1
         scales[scale] += 1
-        if scale > 1:
+        if scale > 1 or option.get("resize_backend", "pil") != "pil":
             d = np.abs(a - b)
             sq, ab, n_px, worst = (
                 sq + (d**2).sum(),
@@ -194,7 +201,7 @@ def main(argv=None):
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--source_size", type=int, nargs=2, default=[500, 375], help="W H of JPEGs")
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds")
-    p.add_argument("--compare", type=int, default=0, help="images for the draft check")
+    p.add_argument("--compare", type=int, default=0, help="images for the fast options check")
     p.add_argument(
         "--settings", default="", help="comma-separated name prefixes to run (default all)"
     )
@@ -237,6 +244,8 @@ def main(argv=None):
         "train rrc+flip uint8": train(None, "uint8"),
         "train rrc+flip draft": train({"jpeg_draft": True}),
         "train rrc+flip draft uint8": train({"jpeg_draft": True}, "uint8"),
+        "train rrc+flip opencv": train(OPENCV),
+        "train rrc+flip opencv uint8": train(OPENCV, "uint8"),
         "train +ra+reprob": train({"randaugment": "rand-m9-mstd0.5", "reprob": 0.25}),
         f"eval {math.floor(size / 0.875)}/{size}": lambda w: data.make_eval_iterator(
             "synthetic_jpeg", split="train", worker_count=w, **one, **common
@@ -314,7 +323,8 @@ def main(argv=None):
             f.writelines(json.dumps(row) + "\n" for row in rows)
         print(f"appended {len(rows)} rows to {args.out}; BENCHMARKS.md: scripts.benchmark --render")
     if args.compare:
-        print("draft vs exact:", compare_draft(data_dir, size, args.compare))
+        for name, option in FAST_OPTIONS.items():
+            print(f"{name} vs exact:", compare_fast_option(data_dir, size, args.compare, option))
 
 
 if __name__ == "__main__":

@@ -571,6 +571,50 @@ def test_jpeg_draft_same_boxes_close_pixels():
     assert scales[1] and scales[2], scales  # both paths were taken
 
 
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
+    """``resize_backend='opencv'`` draws the same random numbers as the exact path and its
+    crops stay close to PIL's: within rounding where the crop grows (bilinear), a few grey
+    levels on average where it shrinks, one axis at a time where it does both (a real photo:
+    china.jpg, 640 x 427: at 224 px crops shrink, grow or both; at 112 px with
+    ``jpeg_draft`` large crops decode reduced). A missing OpenCV or an unknown backend is a
+    clear error."""
+    import sys
+
+    raw = _china_jpeg()
+    cfg = pipeline._augment_config("classification", {"interpolation": interp})
+    kinds = collections.Counter()
+    for size, draft in ((224, False), (112, True)):
+        exact = pipeline._TrainTransform("classification", size, MEAN, STD, cfg)
+        option = {**cfg, "resize_backend": "opencv", "jpeg_draft": draft}
+        fast = pipeline._TrainTransform("classification", size, MEAN, STD, option)
+        for seed in range(40):
+            rngs = [np.random.default_rng(seed) for _ in range(3)]
+            a = exact.random_map({"image": raw, "label": 1}, rngs[0])["image"]
+            b = fast.random_map({"image": raw, "label": 1}, rngs[1])["image"]
+            assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
+            left, top, w, h = transforms.rrc_box(640, 427, rngs[2], cfg["scale"], cfg["ratio"])
+            kind = "grow" if max(w, h) <= size else "shrink" if min(w, h) >= size else "both"
+            if draft:
+                kind = f"reduced 1/{transforms.draft_scale((left, top, left + w, top + h), size)}"
+            kinds[kind] += 1
+            diff = np.abs(a - b) * STD * 255  # grey levels
+            if kind == "grow" and interp == "bilinear":
+                assert diff.max() < 1.01, (seed, diff.max())
+            psnr = 10 * np.log10(255**2 / max(np.mean(diff**2), 1e-12))
+            # a 1/2-size decode then a 4x smaller output: the most detail of all is lost
+            mean_bound, psnr_bound = (10, 24) if kind == "reduced 1/2" else (4, 28)
+            assert diff.mean() < mean_bound and psnr > psnr_bound, (seed, kind, psnr)
+            if not draft:  # INTER_AREA along a growing axis misplaces pixels by up to 150
+                assert diff.max() < 100, (seed, kind, diff.max())
+    assert {"grow", "shrink", "both", "reduced 1/2"} <= set(kinds), kinds
+    with pytest.raises(ValueError, match="resize_backend 'cv2'.*'pil'"):
+        pipeline._augment_config("classification", {"resize_backend": "cv2"})
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install opencv-python-headless"):
+        pipeline._augment_config("classification", {"resize_backend": "opencv"})
+
+
 def test_oxford_pet_mock_segmentation_masks():
     with tfds.testing.mock_data(num_examples=4):
         src = data.open_source("oxford_iiit_pet", "train")

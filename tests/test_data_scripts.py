@@ -124,7 +124,8 @@ def test_bench_input_runs(jpeg_dir, capsys, tmp_path):
         if line.startswith(("train", "eval"))
     }
     ours = ["train rrc+flip", "train +ra+reprob", "eval 73/64"]
-    extra = ["train rrc+flip uint8", "train rrc+flip draft", "train rrc+flip draft uint8"]
+    extra = [f"train rrc+flip{o}" for o in (" uint8", " draft", " draft uint8", " opencv")]
+    extra.append("train rrc+flip opencv uint8")
     assert set(rows) == {*ours, *extra, *(f"{n} {bench_input.TORCH}" for n in ours)}, out
     assert all(float(r[0]) > 0 and float(r[1]) > 0 for r in rows.values()), out
     # every jaxbones row is compared with the torchvision setting doing the same work
@@ -133,7 +134,10 @@ def test_bench_input_runs(jpeg_dir, capsys, tmp_path):
     assert len(saved) == len(rows) and all(r["options"] == "workers=0,cores=1" for r in saved)
     assert {r["mode"] for r in saved} == set(rows) and saved[0]["framework"] == "input-pipeline"
     # 500x375 JPEGs cropped to 64 px: most crops keep >= 128 px per side and decode reduced
-    got = bench_input.compare_draft(jpeg_dir, 64, 6)
+    got = bench_input.compare_fast_option(jpeg_dir, 64, 6, bench_input.FAST_OPTIONS["draft"])
     assert got["images"] == got["same_random_draws"] == 6, got
     assert sum(n for s, n in got["dct_scales"].items() if s > 1) >= 1, got
+    assert 0 < got["mean_abs"] < 8 and got["psnr_db"] > 25, got
+    got = bench_input.compare_fast_option(jpeg_dir, 64, 6, bench_input.OPENCV)
+    assert got["images"] == got["same_random_draws"] == 6 and got["dct_scales"] == {1: 6}, got
     assert 0 < got["mean_abs"] < 8 and got["psnr_db"] > 25, got

@@ -48,10 +48,12 @@ def normalize_pixels(images, mean, std):
 
 
 # augment defaults per task; `rrc=False` replaces the random resized crop by a plain resize
-# of the whole image (small datasets such as digits). `jpeg_draft=True` decodes a JPEG at a
-# reduced DCT scale when the crop keeps >= image_size pixels per side
-# (transforms.draft_crop_resize): the same crop boxes and random draws, pixels close to but
-# not equal to torchvision's, faster on photos much larger than the crop's output.
+# of the whole image (small datasets such as digits). Two options trade torchvision's exact
+# pixels for speed, with the same crop boxes and random draws: `jpeg_draft=True` decodes a
+# JPEG at a reduced DCT scale when the crop keeps >= image_size pixels per side
+# (transforms.draft_crop_resize), faster on photos much larger than the crop's output;
+# `resize_backend="opencv"` resizes the crop with OpenCV, area averaging where it shrinks
+# (transforms.opencv_crop_resize), faster at every size.
 _AUGMENT_DEFAULTS = {
     "classification": {
         "rrc": True,
@@ -62,6 +64,7 @@ _AUGMENT_DEFAULTS = {
         "randaugment": None,
         "reprob": 0.0,
         "jpeg_draft": False,
+        "resize_backend": "pil",
     },
     # MAE (facebookresearch/mae main_pretrain.py): RandomResizedCrop(scale=(0.2, 1.0),
     # interpolation=3 (bicubic)), RandomHorizontalFlip.
@@ -72,6 +75,7 @@ _AUGMENT_DEFAULTS = {
         "hflip": 0.5,
         "interpolation": "bicubic",
         "jpeg_draft": False,
+        "resize_backend": "pil",
     },
     "segmentation": {
         "rrc": True,
@@ -94,6 +98,13 @@ def _augment_config(task: str, augment: dict | None) -> dict:
         if key not in cfg:
             raise ValueError(f"augment key {key!r} is not valid for task {task!r}: use {list(cfg)}")
         cfg[key] = val
+    if cfg.get("resize_backend", "pil") not in transforms.RESIZE_BACKENDS:
+        raise ValueError(
+            f"augment resize_backend {cfg['resize_backend']!r}: use one of "
+            f"{transforms.RESIZE_BACKENDS} ('pil' is torchvision's pixels)"
+        )
+    if cfg.get("resize_backend") == "opencv":
+        transforms.import_opencv()  # now, not in the first batch's worker threads
     return cfg
 
 
@@ -203,8 +214,12 @@ class _TrainTransform(grain.transforms.RandomMap):
         else:
             box = (0, 0, width, height)
         interp = transforms.interpolation(cfg["interpolation"], rng)
-        crop = transforms.draft_crop_resize if cfg.get("jpeg_draft") else transforms.crop_resize
-        img = crop(image, box, size, interp)
+        if cfg.get("resize_backend") == "opencv":
+            img = transforms.opencv_crop_resize(image, box, size, interp, cfg["jpeg_draft"])
+        elif cfg.get("jpeg_draft"):
+            img = transforms.draft_crop_resize(image, box, size, interp)
+        else:
+            img = transforms.crop_resize(image, box, size, interp)
         if mask is not None:  # same crop, nearest neighbour so labels stay labels
             mask = transforms.crop_resize(mask, box, size, transforms.INTERPOLATIONS["nearest"])
         flip = cfg["hflip"] > 0 and rng.random() < cfg["hflip"]

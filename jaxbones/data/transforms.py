@@ -40,12 +40,14 @@ __all__ = [
     "hflip",
     "image_size",
     "normalize",
+    "opencv_crop_resize",
     "pixel_affine",
     "pixels",
     "random_erasing",
     "random_resized_crop",
     "resize_center_crop",
     "to_pil",
+    "to_pixels",
 ]
 
 INTERPOLATIONS = {
@@ -84,6 +86,18 @@ def image_size(image) -> tuple[int, int]:
     return shape[1], shape[0]
 
 
+def _turbojpeg_pixels(data, reduce: int) -> np.ndarray | None:
+    """RGB uint8 pixels of JPEG bytes through TurboJPEG, or None where PIL must decode."""
+    size = _turbojpeg_size(data)
+    if size is None:
+        return None
+    w, h = size
+    try:  # min sizes pick the DCT scale: the smallest that keeps them is 1/reduce
+        return simplejpeg.decode_jpeg(data, min_width=-(-w // reduce), min_height=-(-h // reduce))
+    except ValueError:  # damaged data: PIL's decoder raises or recovers as it would
+        return None
+
+
 def to_pil(image, reduce: int = 1) -> Image.Image:
     """uint8 [H, W, C] array (C 1 or 3), encoded bytes or a PIL image -> RGB PIL image.
 
@@ -96,16 +110,9 @@ def to_pil(image, reduce: int = 1) -> Image.Image:
     if isinstance(image, Image.Image):
         img = image
     elif isinstance(image, bytes | bytearray):
-        size = _turbojpeg_size(image)
-        if size:
-            w, h = size
-            try:  # min sizes pick the DCT scale: the smallest that keeps them is 1/reduce
-                arr = simplejpeg.decode_jpeg(
-                    image, min_width=-(-w // reduce), min_height=-(-h // reduce)
-                )
-                return Image.fromarray(arr)
-            except ValueError:  # damaged data: PIL's decoder raises or recovers as it would
-                pass
+        arr = _turbojpeg_pixels(image, reduce)
+        if arr is not None:
+            return Image.fromarray(arr)
         img = Image.open(io.BytesIO(image))
         if reduce > 1 and img.format == "JPEG":
             img.draft(None, (img.width // reduce, img.height // reduce))
@@ -115,6 +122,17 @@ def to_pil(image, reduce: int = 1) -> Image.Image:
             arr = arr[..., 0]
         img = Image.fromarray(arr.astype(np.uint8, copy=False))
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def to_pixels(image, reduce: int = 1) -> np.ndarray:
+    """``to_pil`` as uint8 [H, W, 3] RGB pixels, without a PIL image where none is needed."""
+    if isinstance(image, bytes | bytearray):
+        arr = _turbojpeg_pixels(image, reduce)
+        if arr is not None:
+            return arr
+    elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[-1:] == (3,):
+        return image
+    return np.asarray(to_pil(image, reduce))
 
 
 def interpolation(name: str, rng: np.random.Generator | None = None):
@@ -194,6 +212,55 @@ def draft_crop_resize(image, box, size, resample):
     if img.width == width:  # not reduced (s = 1, or not a JPEG)
         return crop_resize(img, box, size, resample)
     return img.resize((size, size), resample, box=tuple(v / s for v in box))
+
+
+RESIZE_BACKENDS = ("pil", "opencv")
+
+
+def import_opencv():
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError(
+            "resize_backend='opencv' needs OpenCV: pip install opencv-python-headless "
+            "(or jaxbones[opencv]), or use resize_backend='pil'"
+        ) from e
+    return cv2
+
+
+def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> Image.Image:
+    """`crop_resize` through OpenCV (the fast train option ``resize_backend='opencv'``).
+
+    Along an axis that shrinks, OpenCV's area averaging (``INTER_AREA``) stands in for PIL's
+    antialiased bilinear or bicubic filter; along one that grows, OpenCV's bilinear or
+    bicubic interpolation, which samples at the same pixel centres as PIL's. Both are
+    several times faster than PIL's resampling; the pixels differ from torchvision's by
+    the filter shape when shrinking (``scripts/bench_input.py --compare`` measures it). A
+    crop that shrinks along one axis and grows along the other is resized one axis at a
+    time (``INTER_AREA`` misplaces pixels along a growing axis). ``draft=True`` decodes a
+    JPEG at the DCT scale of ``draft_scale`` first, the box rounded to whole reduced pixels.
+    `image`: anything ``to_pixels`` takes; ``resample``: a PIL filter (``INTERPOLATIONS``).
+    """
+    cv2 = import_opencv()
+    grow = {
+        Image.Resampling.NEAREST: cv2.INTER_NEAREST_EXACT,
+        Image.Resampling.BILINEAR: cv2.INTER_LINEAR,
+        Image.Resampling.BICUBIC: cv2.INTER_CUBIC,
+    }[resample]
+    s = draft_scale(box, size) if draft else 1
+    width = image_size(image)[0]
+    pixels = to_pixels(image, reduce=s)
+    if pixels.shape[1] < width:  # decoded at 1/s: the box in reduced pixels
+        box = tuple(round(v / s) for v in box)
+    left, top, right, bottom = box
+    x = pixels[top:bottom, left:right]
+    w, h = right - left, bottom - top
+    if (w > size) != (h > size) and size not in (w, h):
+        x = cv2.resize(x, (size, h) if w > size else (w, size), interpolation=cv2.INTER_AREA)
+    shrink = x.shape[0] > size or x.shape[1] > size
+    if resample != Image.Resampling.NEAREST and shrink:
+        grow = cv2.INTER_AREA
+    return Image.fromarray(cv2.resize(x, (size, size), interpolation=grow))
 
 
 def resize_shorter(img, short, resample):
