@@ -227,9 +227,9 @@ class _TrainTransform(grain.transforms.RandomMap):
             img = transforms.hflip(img)
             mask = transforms.hflip(mask) if mask is not None else None
         if self._ra is not None:
-            img = self._ra(img, rng)
+            img = self._ra(transforms.to_pil(img), rng)
         if len(self.mean) == 1:  # grayscale model input: 1 channel
-            img = img.convert("L")
+            img = transforms.to_pil(img).convert("L")
         if self.image_dtype == "uint8":
             x = transforms.pixels(img)
         else:

@@ -228,7 +228,7 @@ def import_opencv():
     return cv2
 
 
-def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> Image.Image:
+def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> np.ndarray:
     """`crop_resize` through OpenCV (the fast train option ``resize_backend='opencv'``).
 
     Along an axis that shrinks, OpenCV's area averaging (``INTER_AREA``) stands in for PIL's
@@ -240,6 +240,7 @@ def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> Image
     time (``INTER_AREA`` misplaces pixels along a growing axis). ``draft=True`` decodes a
     JPEG at the DCT scale of ``draft_scale`` first, the box rounded to whole reduced pixels.
     `image`: anything ``to_pixels`` takes; ``resample``: a PIL filter (``INTERPOLATIONS``).
+    Returns uint8 [size, size, 3] pixels (no PIL image unless a later step needs one).
     """
     cv2 = import_opencv()
     grow = {
@@ -260,7 +261,7 @@ def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> Image
     shrink = x.shape[0] > size or x.shape[1] > size
     if resample != Image.Resampling.NEAREST and shrink:
         grow = cv2.INTER_AREA
-    return Image.fromarray(cv2.resize(x, (size, size), interpolation=grow))
+    return cv2.resize(x, (size, size), interpolation=grow)
 
 
 def resize_shorter(img, short, resample):
@@ -315,6 +316,9 @@ def pad_to(img, size, fill=0):
 
 
 def hflip(img):
+    """Left-right flip of a PIL image or of [H, W, ...] pixels (a view)."""
+    if isinstance(img, np.ndarray):
+        return img[:, ::-1]
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
