@@ -24,9 +24,10 @@ with the same RandAugment and random erasing, and Resize + CenterCrop for eval, 
 followed by ToTensor + Normalize (float32 batches, as jaxbones yields).
 The settings run interleaved, ``--repeats`` rounds (exact, torch, draft, ..., exact, torch,
 draft, ...), so a change of machine load hits all of them; each row gives the median and
-the best round, and a jaxbones row its median over that of the torchvision setting doing the
-same work (``torch_counterpart``: the draft, opencv and uint8 options against plain
-torchvision).
+the best round, and a jaxbones row the median over rounds of its rate over that of the
+torchvision setting doing the same work in the same round (``torch_counterpart``: the
+draft, opencv and uint8 options against plain torchvision), as ``scripts.benchmark`` pairs
+its rounds: a burst of load on the machine then spoils one pair, not the whole comparison.
 Rows are appended to ``--out`` (default benchmarks.jsonl; BENCHMARKS.md renders them with
 ``python -m scripts.benchmark --render``). The run first waits (``--wait_idle`` seconds at
 most) for the 1-minute load average to fall below the core count; rows that start above it
@@ -288,7 +289,7 @@ def main(argv=None):
     libraries = versions("grain", "pillow", "numpy", "torch", "torchvision")
     for (name, w), r in rates.items():
         theirs = rates.get((torch_counterpart(name), w))
-        ratio = statistics.median(r) / statistics.median(theirs) if theirs else None
+        ratio = statistics.median(a / b for a, b in zip(r, theirs)) if theirs else None
         shown = f"{ratio:.2f}x" if ratio else ""
         print(f"{name:<32} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
         rows.append(

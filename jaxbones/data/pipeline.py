@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import grain
@@ -126,9 +127,19 @@ def _absl_flags_ready():
         flags.FLAGS.mark_as_parsed()
 
 
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _read_options(buffer: int):
-    """Read-ahead of `buffer` records with up to 16 threads (grain's default thread count)."""
-    return grain.ReadOptions(num_threads=min(16, buffer), prefetch_buffer_size=buffer)
+    """Read-ahead of `buffer` records in one thread per usable core, at most grain's default
+    16. The threads decode and augment; more threads than cores only switch between them
+    (one core: 388 img/s with one thread, 339 with 2 or 16, the same transform run in a
+    plain loop 409)."""
+    threads = min(16, buffer, _usable_cores())
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
 
 
 def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
