@@ -542,6 +542,17 @@ def test_jpeg_bytes_decode_to_pils_pixels(monkeypatch):
         np.asarray(transforms.to_pil(damaged))  # PIL decodes lazily
 
 
+def _exact_and_fast(exact, fast, raw, cfg, seeds):
+    """(seed, exact image, fast image, crop box (left, top, w, h)) of china.jpg `raw` per seed;
+    both transforms must draw the same random numbers (hence the same boxes and flips)."""
+    for seed in seeds:
+        rngs = [np.random.default_rng(seed) for _ in range(3)]
+        a = exact.random_map({"image": raw, "label": 1}, rngs[0])["image"]
+        b = fast.random_map({"image": raw, "label": 1}, rngs[1])["image"]
+        assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
+        yield seed, a, b, transforms.rrc_box(640, 427, rngs[2], cfg["scale"], cfg["ratio"])
+
+
 def test_jpeg_draft_same_boxes_close_pixels():
     """The reduced-size JPEG decode option draws the same random numbers (so the same crop
     boxes and flips), equals the exact path where the crop is too small to reduce, and stays
@@ -554,12 +565,7 @@ def test_jpeg_draft_same_boxes_close_pixels():
     exact = pipeline._TrainTransform("classification", 112, MEAN, STD, cfg)
     fast = pipeline._TrainTransform("classification", 112, MEAN, STD, {**cfg, "jpeg_draft": True})
     scales = collections.Counter()
-    for seed in range(12):
-        rngs = [np.random.default_rng(seed) for _ in range(3)]
-        a = exact.random_map({"image": raw, "label": 1}, rngs[0])["image"]
-        b = fast.random_map({"image": raw, "label": 1}, rngs[1])["image"]
-        assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
-        left, top, w, h = transforms.rrc_box(640, 427, rngs[2], cfg["scale"], cfg["ratio"])
+    for seed, a, b, (left, top, w, h) in _exact_and_fast(exact, fast, raw, cfg, range(12)):
         scale = transforms.draft_scale((left, top, left + w, top + h), 112)
         scales[scale] += 1
         diff = np.abs(a - b) * STD * 255  # grey levels
@@ -588,12 +594,7 @@ def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
         exact = pipeline._TrainTransform("classification", size, MEAN, STD, cfg)
         option = {**cfg, "resize_backend": "opencv", "jpeg_draft": draft}
         fast = pipeline._TrainTransform("classification", size, MEAN, STD, option)
-        for seed in range(40):
-            rngs = [np.random.default_rng(seed) for _ in range(3)]
-            a = exact.random_map({"image": raw, "label": 1}, rngs[0])["image"]
-            b = fast.random_map({"image": raw, "label": 1}, rngs[1])["image"]
-            assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
-            left, top, w, h = transforms.rrc_box(640, 427, rngs[2], cfg["scale"], cfg["ratio"])
+        for seed, a, b, (left, top, w, h) in _exact_and_fast(exact, fast, raw, cfg, range(40)):
             kind = "grow" if max(w, h) <= size else "shrink" if min(w, h) >= size else "both"
             if draft:
                 kind = f"reduced 1/{transforms.draft_scale((left, top, left + w, top + h), size)}"
