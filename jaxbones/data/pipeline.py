@@ -344,7 +344,8 @@ def make_train_iterator(
     b = global_batch_size // process_count.
     `augment` overrides the task's defaults (keys: rrc, scale, ratio, hflip, interpolation,
     for classification randaugment ('rand-m9-mstd0.5') and reprob, for classification and
-    mae jpeg_draft: reduced-size JPEG decoding, see ``_AUGMENT_DEFAULTS``).
+    mae jpeg_draft: reduced-size JPEG decoding, and resize_backend: 'pil' or 'opencv', see
+    ``_AUGMENT_DEFAULTS``).
     ``image_dtype='uint8'`` yields "image" as uint8 pixels for the consumer to normalise
     with ``normalize_pixels(images, mean, std)`` (see ``IMAGE_DTYPES``).
     """
