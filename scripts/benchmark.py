@@ -920,9 +920,10 @@ def _input_table(irows: list[dict]) -> list[str]:
         "the whole benchmark was pinned to. `vs torch`: the median over rounds of the "
         "jaxbones rate over that of the torchvision setting doing the same work in the same "
         "round (the `draft`, `opencv` and `uint8` options against plain torchvision). "
-        "`uint8` rows leave normalisation to the train step on the device. The pipelines' own threads raise the load average while they run, so "
-        "the load at the start (after waiting for the machine to be idle) is the test for "
-        "other jobs; rows that started above the core count are left out."
+        "`uint8` rows leave normalisation to the train step on the device. The pipelines' "
+        "own threads raise the load average while they run, so the load at the start (after "
+        "waiting for the machine to be idle) is the test for other jobs; rows that started "
+        "above the core count are left out."
     )
     columns = ["source", "transform", "batch", "px", "options", "img/s (median)", "best"]
     cells = [

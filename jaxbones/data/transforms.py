@@ -237,10 +237,10 @@ def opencv_crop_resize(image, box, size, resample, draft: bool = False) -> np.nd
     bicubic interpolation, which samples at the same pixel centres as PIL's (0.55 against
     PIL's 0.78 ms per random crop of a 500 x 375 image to 224, one core). The pixels differ
     from torchvision's by the filter shape when shrinking (``scripts/bench_input.py
-    --compare`` measures it). A
-    crop that shrinks along one axis and grows along the other is resized one axis at a
-    time (``INTER_AREA`` misplaces pixels along a growing axis). ``draft=True`` decodes a
-    JPEG at the DCT scale of ``draft_scale`` first, the box rounded to whole reduced pixels.
+    --compare`` measures it). A crop that shrinks along one axis and grows along the other
+    is resized one axis at a time (``INTER_AREA`` misplaces pixels along a growing axis).
+    ``draft=True`` decodes a JPEG at the DCT scale of ``draft_scale`` first, the box
+    rounded to whole reduced pixels.
     `image`: anything ``to_pixels`` takes; ``resample``: a PIL filter (``INTERPOLATIONS``).
     Returns uint8 [size, size, 3] pixels (no PIL image unless a later step needs one).
     """
