@@ -616,6 +616,37 @@ def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
         pipeline._augment_config("classification", {"resize_backend": "opencv"})
 
 
+def test_opencv_area_resize_and_array_flip(monkeypatch):
+    """The opencv backend's area resize through float32 gives OpenCV's uint8 pixels exactly,
+    and a flipped array is a C-contiguous copy (a negative-stride view makes the batch's
+    stack copy slowly), with or without OpenCV installed."""
+    import sys
+
+    cv2 = transforms.import_opencv()
+    rng = np.random.default_rng(0)
+    for shape, size in [
+        ((375, 500, 3), (224, 224)),
+        ((301, 257, 3), (224, 301)),
+        ((90, 70), (40, 50)),
+    ]:
+        x = rng.integers(0, 256, shape, np.uint8)
+        want = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(transforms._area_resize(cv2, x, size), want)
+    images = [
+        rng.integers(0, 256, (5, 7, 3), np.uint8),
+        rng.integers(0, 256, (5, 7, 1), np.uint8),
+        rng.integers(0, 256, (5, 7), np.uint8),
+        rng.standard_normal((5, 7, 3)).astype(np.float32),
+    ]
+    for opencv in (True, False):
+        if not opencv:
+            monkeypatch.setitem(sys.modules, "cv2", None)  # as if not installed
+        for x in images:
+            flipped = transforms.hflip(x)
+            assert flipped.flags.c_contiguous and flipped.dtype == x.dtype, (opencv, x.shape)
+            np.testing.assert_array_equal(flipped, x[:, ::-1])
+
+
 def test_oxford_pet_mock_segmentation_masks():
     with tfds.testing.mock_data(num_examples=4):
         src = data.open_source("oxford_iiit_pet", "train")
