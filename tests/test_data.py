@@ -581,7 +581,8 @@ def test_jpeg_draft_same_boxes_close_pixels():
 def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
     """``resize_backend='opencv'`` draws the same random numbers as the exact path and its
     crops stay close to PIL's: within rounding where the crop grows (bilinear), a few grey
-    levels on average where it shrinks, one axis at a time where it does both (a real photo:
+    levels on average where it shrinks or does both (without the antialiasing, plain
+    interpolation, shrinking crops fall to 25-28 dB and 5-7 grey levels; a real photo:
     china.jpg, 640 x 427: at 224 px crops shrink, grow or both; at 112 px with
     ``jpeg_draft`` large crops decode reduced). A missing OpenCV or an unknown backend is a
     clear error."""
@@ -604,9 +605,9 @@ def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
                 assert diff.max() < 1.01, (seed, diff.max())
             psnr = 10 * np.log10(255**2 / max(np.mean(diff**2), 1e-12))
             # a 1/2-size decode then a 4x smaller output: the most detail of all is lost
-            mean_bound, psnr_bound = (10, 24) if kind == "reduced 1/2" else (4, 28)
+            mean_bound, psnr_bound = (10, 24) if kind == "reduced 1/2" else (3, 33)
             assert diff.mean() < mean_bound and psnr > psnr_bound, (seed, kind, psnr)
-            if not draft:  # INTER_AREA along a growing axis misplaces pixels by up to 150
+            if not draft:  # INTER_AREA applied to a growing axis misplaced pixels by up to 150
                 assert diff.max() < 100, (seed, kind, diff.max())
     assert {"grow", "shrink", "both", "reduced 1/2"} <= set(kinds), kinds
     with pytest.raises(ValueError, match="resize_backend 'cv2'.*'pil'"):
@@ -616,22 +617,12 @@ def test_opencv_resize_same_boxes_close_pixels(interp, monkeypatch):
         pipeline._augment_config("classification", {"resize_backend": "opencv"})
 
 
-def test_opencv_area_resize_and_array_flip(monkeypatch):
-    """The opencv backend's area resize through float32 gives OpenCV's uint8 pixels exactly,
-    and a flipped array is a C-contiguous copy (a negative-stride view makes the batch's
-    stack copy slowly), with or without OpenCV installed."""
+def test_array_flip_is_a_contiguous_copy(monkeypatch):
+    """A flipped array is a C-contiguous copy (a negative-stride view makes the batch's stack
+    copy slowly), with or without OpenCV installed."""
     import sys
 
-    cv2 = transforms.import_opencv()
     rng = np.random.default_rng(0)
-    for shape, size in [
-        ((375, 500, 3), (224, 224)),
-        ((301, 257, 3), (224, 301)),
-        ((90, 70), (40, 50)),
-    ]:
-        x = rng.integers(0, 256, shape, np.uint8)
-        want = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(transforms._area_resize(cv2, x, size), want)
     images = [
         rng.integers(0, 256, (5, 7, 3), np.uint8),
         rng.integers(0, 256, (5, 7, 1), np.uint8),
