@@ -12,9 +12,12 @@ warm-up batch:
   train rrc+flip draft  the same with ``augment={"jpeg_draft": True}`` (reduced-size DCT
                         decoding where the crop keeps >= image_size pixels per side)
   ... opencv            the same with ``augment={"resize_backend": "opencv"}`` (the crop
-                        resized by OpenCV, area averaging where it shrinks)
+                        resized by OpenCV, averaged over blocks where it shrinks)
   ... uint8             the same with ``image_dtype='uint8'``: pixels, normalised later by
                         the train step on the device (not timed here)
+  ... draft opencv uint8
+                        draft and opencv together, uint8 pixels (for large JPEGs, where
+                        reduced decoding applies)
   train +ra+reprob      RandAugment rand-m9-mstd0.5 + random erasing 0.25
   eval R/S              `make_eval_iterator`: resize floor(S / 0.875), centre crop S
 ``--torch`` adds the same work in torchvision, read from the same JPEG bytes written once
@@ -247,6 +250,7 @@ def main(argv=None):
         "train rrc+flip draft uint8": train({"jpeg_draft": True}, "uint8"),
         "train rrc+flip opencv": train(OPENCV),
         "train rrc+flip opencv uint8": train(OPENCV, "uint8"),
+        "train rrc+flip draft opencv uint8": train({**OPENCV, "jpeg_draft": True}, "uint8"),
         "train +ra+reprob": train({"randaugment": "rand-m9-mstd0.5", "reprob": 0.25}),
         f"eval {math.floor(size / 0.875)}/{size}": lambda w: data.make_eval_iterator(
             "synthetic_jpeg", split="train", worker_count=w, **one, **common
@@ -278,7 +282,7 @@ def main(argv=None):
                 rates[name, w].append(_time(make(w), args.batch, args.num_images))
     load1 = os.getloadavg()[0]
     print(
-        f"{'transform':<32} {'workers':>7} {'median':>8} {'best':>8} {'vs torch':>9}"
+        f"{'transform':<36} {'workers':>7} {'median':>8} {'best':>8} {'vs torch':>9}"
         f"  (images/s, {args.repeats} rounds)"
     )
     # The pipelines' own threads (grain's read threads, the workers) raise the load average
@@ -291,7 +295,7 @@ def main(argv=None):
         theirs = rates.get((torch_counterpart(name), w))
         ratio = statistics.median(a / b for a, b in zip(r, theirs)) if theirs else None
         shown = f"{ratio:.2f}x" if ratio else ""
-        print(f"{name:<32} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
+        print(f"{name:<36} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
         rows.append(
             {
                 "date": datetime.date.today().isoformat(),

@@ -119,13 +119,13 @@ def test_bench_input_runs(jpeg_dir, capsys, tmp_path):
         os.sched_setaffinity(0, cores)
     out = capsys.readouterr().out
     rows = {  # name -> (median, best, ratio to torchvision or nothing)
-        line[:32].strip(): line[32:].split()[1:]
+        line[:36].strip(): line[36:].split()[1:]
         for line in out.splitlines()
         if line.startswith(("train", "eval"))
     }
     ours = ["train rrc+flip", "train +ra+reprob", "eval 73/64"]
     extra = [f"train rrc+flip{o}" for o in (" uint8", " draft", " draft uint8", " opencv")]
-    extra.append("train rrc+flip opencv uint8")
+    extra += ["train rrc+flip opencv uint8", "train rrc+flip draft opencv uint8"]
     assert set(rows) == {*ours, *extra, *(f"{n} {bench_input.TORCH}" for n in ours)}, out
     assert all(float(r[0]) > 0 and float(r[1]) > 0 for r in rows.values()), out
     # every jaxbones row is compared with the torchvision setting doing the same work

@@ -53,8 +53,8 @@ def normalize_pixels(images, mean, std):
 # pixels for speed, with the same crop boxes and random draws: `jpeg_draft=True` decodes a
 # JPEG at a reduced DCT scale when the crop keeps >= image_size pixels per side
 # (transforms.draft_crop_resize), faster on photos much larger than the crop's output;
-# `resize_backend="opencv"` resizes the crop with OpenCV, area averaging where it shrinks
-# (transforms.opencv_crop_resize), faster at every size.
+# `resize_backend="opencv"` resizes the crop with OpenCV, averaging blocks where it shrinks
+# (transforms.opencv_crop_resize), faster at every size; both together suit large JPEGs.
 _AUGMENT_DEFAULTS = {
     "classification": {
         "rrc": True,
