@@ -69,6 +69,7 @@ TORCH = "(torchvision)"
 OPENCV = {"resize_backend": "opencv"}
 FAST_OPTIONS = {"draft": {"jpeg_draft": True}, "opencv": OPENCV}  # --compare
 INPUT_FRAMEWORK = "input-pipeline"  # the rows' `framework` in benchmarks.jsonl
+NAME_WIDTH = 36  # the printed table's first column: the longest setting name fits
 
 
 def torch_counterpart(name: str) -> str | None:
@@ -282,7 +283,7 @@ def main(argv=None):
                 rates[name, w].append(_time(make(w), args.batch, args.num_images))
     load1 = os.getloadavg()[0]
     print(
-        f"{'transform':<36} {'workers':>7} {'median':>8} {'best':>8} {'vs torch':>9}"
+        f"{'transform':<{NAME_WIDTH}} {'workers':>7} {'median':>8} {'best':>8} {'vs torch':>9}"
         f"  (images/s, {args.repeats} rounds)"
     )
     # The pipelines' own threads (grain's read threads, the workers) raise the load average
@@ -295,7 +296,7 @@ def main(argv=None):
         theirs = rates.get((torch_counterpart(name), w))
         ratio = statistics.median(a / b for a, b in zip(r, theirs)) if theirs else None
         shown = f"{ratio:.2f}x" if ratio else ""
-        print(f"{name:<36} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
+        print(f"{name:<{NAME_WIDTH}} {w:>7} {statistics.median(r):>8.1f} {max(r):>8.1f} {shown:>9}")
         rows.append(
             {
                 "date": datetime.date.today().isoformat(),

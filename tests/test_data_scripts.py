@@ -119,7 +119,7 @@ def test_bench_input_runs(jpeg_dir, capsys, tmp_path):
         os.sched_setaffinity(0, cores)
     out = capsys.readouterr().out
     rows = {  # name -> (median, best, ratio to torchvision or nothing)
-        line[:36].strip(): line[36:].split()[1:]
+        line[: bench_input.NAME_WIDTH].strip(): line[bench_input.NAME_WIDTH :].split()[1:]
         for line in out.splitlines()
         if line.startswith(("train", "eval"))
     }
